@@ -1,0 +1,149 @@
+"""Shooting models as ODE right-hand sides (DESIGN.md 1.2).
+
+Each model is an ``nn.Module`` without parameters whose ``forward(t, state)`` returns d/dt state
+for a named-tuple state; everything that needs a gradient (m0, h0) travels in the state, so the
+adjoint method sees it. All quantities are in domain coordinates with domain spacing ``spacing``.
+
+* :class:`VSVF`: v = K m0 stationary; d/dt phi^-1 = -(D phi^-1) v.
+* :class:`LDDMM`: dm/dt = -(div(m (x) v) + (Dv)^T m), v = K m; d/dt phi^-1 = -(D phi^-1) v.
+* :class:`RDMM`: h(t) = h0 o phi^-1(t), w = G_sigma h(t), nu_i = K_i (w_i m), v = sum_i w_i nu_i,
+  dm/dt = -(div(m (x) v) + (Dv)^T m) + sum_i G_sigma^T (m . nu_i) grad h_i(t),
+  d/dt phi^-1 = -(D phi^-1) v.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..core.differences import gradient
+from ..core.interpolation import identity_map, sample
+from ..metric import MultiGaussianMetric, RegionalMetric, inner_product
+from .states import FlowState, GeodesicState, RegionalState
+from .transport import advect, epdiff
+
+__all__ = ["VSVF", "LDDMM", "RDMM", "ShootingModel"]
+
+WEIGHT_GRADIENTS = ("advected", "initial")
+
+
+class ShootingModel(nn.Module):
+    """Common parts: the grid spacing, the identity map and the kinetic energy."""
+
+    def __init__(self, spacing: Sequence[float]) -> None:
+        super().__init__()
+        if len(spacing) not in (2, 3) or min(spacing) <= 0:
+            raise ValueError(f"spacing must have 2 or 3 positive entries, got {tuple(spacing)}")
+        self.spacing = tuple(float(h) for h in spacing)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spacing)
+
+    def identity(self, m0: Tensor) -> Tensor:
+        """Identity map (B, d, *S) matching ``m0``'s grid, dtype and device."""
+        self._check_momentum(m0)
+        idm = identity_map(m0.shape[2:], self.spacing, dtype=m0.dtype, device=m0.device)
+        return idm.expand(m0.shape[0], *idm.shape[1:]).clone()
+
+    def energy(self, state) -> Tensor:
+        """Kinetic energy 1/2 <m, K m> of the state, (B,)."""
+        m, v = self.momentum_and_velocity(state)
+        return 0.5 * inner_product(m, v, self.spacing)
+
+    def _check_momentum(self, m0: Tensor) -> None:
+        if m0.dim() != self.ndim + 2 or m0.shape[1] != self.ndim:
+            raise ValueError(
+                f"momentum of shape {tuple(m0.shape)} is not (B, {self.ndim}, *S) for a "
+                f"{self.ndim}D model"
+            )
+
+
+class VSVF(ShootingModel):
+    """Stationary velocity v = K m0; the map flows by d/dt phi^-1 = -(D phi^-1) v."""
+
+    def __init__(self, metric: MultiGaussianMetric, spacing: Sequence[float]) -> None:
+        super().__init__(spacing)
+        self.metric = metric
+
+    def initial_state(self, m0: Tensor, phi0: Tensor | None = None) -> FlowState:
+        """State at t = 0 from momentum m0 (B, d, *S) and an optional initial map."""
+        phi = self.identity(m0) if phi0 is None else phi0
+        return FlowState(phi=phi, v=self.metric.velocity(m0, self.spacing))
+
+    def forward(self, t: Tensor, state: FlowState) -> FlowState:
+        phi, v = state
+        return FlowState(phi=-advect(phi, v, self.spacing), v=torch.zeros_like(v))
+
+    def momentum_and_velocity(self, state: FlowState) -> tuple[Tensor, Tensor]:
+        raise TypeError("vSVF keeps no momentum in its state; use the optimiser's m0")
+
+
+class LDDMM(ShootingModel):
+    """Geodesic shooting by EPDiff with a constant multi-Gaussian metric."""
+
+    def __init__(self, metric: MultiGaussianMetric, spacing: Sequence[float]) -> None:
+        super().__init__(spacing)
+        self.metric = metric
+
+    def initial_state(self, m0: Tensor, phi0: Tensor | None = None) -> GeodesicState:
+        phi = self.identity(m0) if phi0 is None else phi0
+        return GeodesicState(m=m0, phi=phi)
+
+    def forward(self, t: Tensor, state: GeodesicState) -> GeodesicState:
+        m, phi = state
+        v = self.metric.velocity(m, self.spacing)
+        return GeodesicState(m=-epdiff(m, v, self.spacing), phi=-advect(phi, v, self.spacing))
+
+    def momentum_and_velocity(self, state: GeodesicState) -> tuple[Tensor, Tensor]:
+        return state.m, self.metric.velocity(state.m, self.spacing)
+
+
+class RDMM(ShootingModel):
+    """Region-specific metric whose pre-weights are advected with the flow.
+
+    Args:
+        metric: the regional kernel (sigmas and the pre-weight smoother G_sigma).
+        spacing: domain spacing.
+        weight_gradient: "advected" uses grad h(t) with h(t) = h0 o phi^-1(t) (the paper,
+            Thm. 2); "initial" uses grad h0, as the authors' code does (for comparison only).
+    """
+
+    def __init__(
+        self, metric: RegionalMetric, spacing: Sequence[float], weight_gradient: str = "advected"
+    ) -> None:
+        super().__init__(spacing)
+        if weight_gradient not in WEIGHT_GRADIENTS:
+            raise ValueError(f"weight_gradient must be one of {WEIGHT_GRADIENTS}, got {weight_gradient!r}")
+        self.metric = metric
+        self.weight_gradient = weight_gradient
+
+    def initial_state(self, m0: Tensor, h0: Tensor, phi0: Tensor | None = None) -> RegionalState:
+        self._check_momentum(m0)
+        if h0.shape[0] != m0.shape[0] or h0.shape[2:] != m0.shape[2:]:
+            raise ValueError(
+                f"pre-weights of shape {tuple(h0.shape)} do not match momentum of shape {tuple(m0.shape)}"
+            )
+        phi = self.identity(m0) if phi0 is None else phi0
+        return RegionalState(m=m0, phi=phi, h0=h0)
+
+    def pre_weights(self, state: RegionalState) -> Tensor:
+        """h(t) = h0 o phi^-1(t), (B, N, *S) (bilinear, border)."""
+        return sample(state.h0, state.phi, self.spacing, mode="linear", padding="border")
+
+    def forward(self, t: Tensor, state: RegionalState) -> RegionalState:
+        m, phi, h0 = state
+        h = self.pre_weights(state)
+        w = self.metric.weights(h, self.spacing)
+        v, nu = self.metric.velocity(m, w, self.spacing)
+        force = self.metric.weights_adjoint((m.unsqueeze(1) * nu).sum(2), self.spacing)  # (B, N, *S)
+        grad_h = gradient(h if self.weight_gradient == "advected" else h0, self.spacing)  # (B, N, d, *S)
+        dm = -epdiff(m, v, self.spacing) + (force.unsqueeze(2) * grad_h).sum(1)
+        return RegionalState(m=dm, phi=-advect(phi, v, self.spacing), h0=torch.zeros_like(h0))
+
+    def momentum_and_velocity(self, state: RegionalState) -> tuple[Tensor, Tensor]:
+        w = self.metric.weights(self.pre_weights(state), self.spacing)
+        v, _ = self.metric.velocity(state.m, w, self.spacing)
+        return state.m, v
