@@ -80,6 +80,10 @@ class VSVF(ShootingModel):
     def momentum_and_velocity(self, state: FlowState) -> tuple[Tensor, Tensor]:
         raise TypeError("vSVF keeps no momentum in its state; use the optimiser's m0")
 
+    def initial_velocity(self, state: FlowState) -> Tensor:
+        """v0 (B, d, *S) of an initial state."""
+        return state.v
+
 
 class LDDMM(ShootingModel):
     """Geodesic shooting by EPDiff with a constant multi-Gaussian metric."""
@@ -99,6 +103,10 @@ class LDDMM(ShootingModel):
 
     def momentum_and_velocity(self, state: GeodesicState) -> tuple[Tensor, Tensor]:
         return state.m, self.metric.velocity(state.m, self.spacing)
+
+    def initial_velocity(self, state: GeodesicState) -> Tensor:
+        """v0 = K m0, (B, d, *S)."""
+        return self.metric.velocity(state.m, self.spacing)
 
 
 class RDMM(ShootingModel):
@@ -147,3 +155,12 @@ class RDMM(ShootingModel):
         w = self.metric.weights(self.pre_weights(state), self.spacing)
         v, _ = self.metric.velocity(state.m, w, self.spacing)
         return state.m, v
+
+    def initial_velocity(self, state: RegionalState) -> Tensor:
+        """v0 = K(h0) m0 at t = 0 (where h = h0, no interpolation needed), (B, d, *S)."""
+        v, _ = self.metric.velocity(state.m, self.metric.weights(state.h0, self.spacing), self.spacing)
+        return v
+
+    def weights_at(self, state: RegionalState) -> Tensor:
+        """w(t) = G_sigma (h0 o phi^-1(t)), (B, N, *S)."""
+        return self.metric.weights(self.pre_weights(state), self.spacing)

@@ -6,8 +6,8 @@ Three coordinate systems (DESIGN.md section 2):
 * **world** RAS millimetres (nibabel convention): ``x = A @ [i, 1]`` with the 4x4 ``affine`` A.
   A 2D grid (d = 2) maps voxel (i, j) to ``A @ [i, j, 0, 1]``;
 * **registration domain**: ``x_k = i_k * h_k`` with ``h_k = spacing_k / L`` and
-  ``L = max_k (n_k - 1) * spacing_k``, i.e. the grid's physical box with its longest side scaled to 1,
-  aspect ratio and anisotropic spacing kept. Maps, sigmas and velocities live in these units.
+  ``L = max_k (n_k - 1) * spacing_k``, i.e. the grid's physical box with its longest side scaled
+  to 1, aspect ratio and anisotropic spacing kept. Maps, sigmas and velocities live in these units.
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ class Grid:
         """Voxel indices (..., d) -> world RAS mm (..., 3)."""
         idx = np.asarray(idx, dtype=np.float64)
         if idx.shape[-1] != self.ndim:
-            raise ValueError(f"voxel indices have {idx.shape[-1]} components, grid has {self.ndim} axes")
+            raise ValueError(
+                f"voxel indices have {idx.shape[-1]} components, grid has {self.ndim} axes"
+            )
         a = self.affine_matrix
         return idx @ a[:3, : self.ndim].T + a[:3, 3]
 
@@ -216,7 +218,8 @@ class Grid:
             if n == 1 or m == 1:
                 if n != m:
                     raise ValueError(
-                        f"cannot resize axis {k} from {n} to {m} voxels keeping the end voxel centres"
+                        f"cannot resize axis {k} from {n} to {m} voxels "
+                        "keeping the end voxel centres"
                     )
                 continue
             a[:3, k] *= (n - 1) / (m - 1)
@@ -254,7 +257,9 @@ def domain_map_to_moving_voxels(phi: Tensor, fixed_grid: Grid, moving_grid: Grid
     if phi.dim() != d + 2 or phi.shape[1] != d:
         raise ValueError(f"map shape {tuple(phi.shape)} must be (B, {d}, *S) for a {d}D grid")
     m = torch.as_tensor(fixed_grid.voxel_map_to(moving_grid), dtype=phi.dtype, device=phi.device)
-    inv_h = torch.tensor([1.0 / h for h in fixed_grid.domain_spacing], dtype=phi.dtype, device=phi.device)
+    inv_h = torch.tensor(
+        [1.0 / h for h in fixed_grid.domain_spacing], dtype=phi.dtype, device=phi.device
+    )
     lin = m[:d, :d] * inv_h[None, :]  # fold 1/h into the linear part
     out = torch.einsum("kl,bl...->bk...", lin, phi)
     return out + m[:d, d].view(1, d, *([1] * d))

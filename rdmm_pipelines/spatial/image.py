@@ -1,4 +1,5 @@
-"""``Image``: a (C, *S) tensor on a world-space :class:`~rdmm_pipelines.spatial.grid.Grid`."""
+"""``Image``: a (C, *S) tensor on a world-space :class:`~rdmm_pipelines.spatial.grid.Grid`,
+and world-space resampling between grids."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..core.interpolation import sample_voxel
 from .grid import Grid
 
-__all__ = ["Image"]
+__all__ = ["Image", "resample_to_grid"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +61,9 @@ class Image:
         """A new image on the same grid with ``data`` of shape (C', *S)."""
         return Image(data, self.grid)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Image":
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> "Image":
         """Move (and optionally cast) the data; the grid is unchanged."""
         return Image(self.data.to(device=device, dtype=dtype), self.grid)
 
@@ -72,3 +76,41 @@ class Image:
             f"Image(channels={self.channels}, dtype={self.data.dtype}, device={self.data.device}, "
             f"grid={self.grid!r})"
         )
+
+
+def resample_to_grid(
+    image: Image, grid: Grid, mode: str = "linear", padding: str = "zeros"
+) -> Image:
+    """Resample ``image`` onto ``grid`` through world space (identity transform in world mm).
+
+    out(j) = image(M @ [j, 1]) with M = ``grid.voxel_map_to(image.grid)``, sampled by
+    :func:`rdmm_pipelines.core.interpolation.sample_voxel`.
+
+    Args:
+        image: (C, *S) image; integer (label) images need ``mode="nearest"`` and stay integer.
+        grid: target grid (same d; for 2D, in the same plane as ``image.grid``).
+        mode: "linear" or "nearest".
+        padding: "zeros" or "border" (also "reflection"): values outside the image's voxel centres.
+
+    Returns:
+        Image (C, *grid.shape) on ``grid``, same dtype and device as ``image``.
+    """
+    if grid.ndim != image.ndim:
+        raise ValueError(f"cannot resample a {image.ndim}D image onto a {grid.ndim}D grid")
+    labels = image.is_labels
+    if labels and mode != "nearest":
+        raise ValueError(
+            f"label image (dtype {image.data.dtype}) must be resampled with mode='nearest'"
+        )
+    if grid == image.grid:
+        return Image(image.data.clone(), grid)
+    work = torch.float64 if labels or image.data.dtype == torch.float64 else image.data.dtype
+    d = grid.ndim
+    m = torch.as_tensor(grid.voxel_map_to(image.grid), dtype=torch.float64)
+    idx = grid.voxel_indices(torch.float64)
+    coords = torch.einsum("kl,bl...->bk...", m[:d, :d], idx) + m[:d, d].view(1, d, *([1] * d))
+    field = image.data[None].to(work)
+    coords = coords.to(device=field.device, dtype=work)
+    out = sample_voxel(field, coords, mode=mode, padding=padding)[0]
+    out = out.round().to(image.data.dtype) if labels else out.to(image.data.dtype)
+    return Image(out, grid)

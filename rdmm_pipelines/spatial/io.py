@@ -40,8 +40,13 @@ def _nifti_suffix(path: Path) -> str:
     raise ValueError(f"{path}: not a NIfTI file name (use .nii or .nii.gz)")
 
 
-def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
-    """Read ``path`` as float64 array and affine; every failure becomes an error naming the file."""
+def _read_nifti(
+    path: str | os.PathLike, dtype: type = np.float64
+) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Read ``path`` as a float array (scaling applied) and its affine.
+
+    Every failure becomes an error naming the file.
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
@@ -56,7 +61,7 @@ def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
     if any(int(n) == 0 for n in img.shape):
         raise ValueError(f"{p}: image has zero voxels (shape {img.shape})")
     try:
-        arr = np.asarray(img.dataobj, dtype=np.float64)
+        arr = np.asarray(img.get_fdata(dtype=dtype))
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise ValueError(
             f"{p}: image data is truncated or corrupt ({type(exc).__name__}: {exc})"
@@ -95,7 +100,8 @@ def load_image(path: str | os.PathLike, *, dtype: str = "float") -> Image:
     """
     if dtype not in _FLOAT_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_FLOAT_DTYPES)}")
-    arr, affine, p = _read_nifti(path)
+    np_dtype = np.float64 if _FLOAT_DTYPES[dtype] == torch.float64 else np.float32
+    arr, affine, p = _read_nifti(path, np_dtype)
     data = _to_channels_first(arr, p)
     image = Image(torch.from_numpy(np.ascontiguousarray(data)).to(_FLOAT_DTYPES[dtype]),
                   Grid(data.shape[1:], affine))
@@ -124,7 +130,7 @@ def _disk_array(image: Image) -> np.ndarray:
     """(C, *S) tensor -> on-disk array with a dtype that fits."""
     data = image.data.detach().cpu()
     if data.is_floating_point():
-        arr = data.numpy().astype(np.float64 if data.dtype == torch.float64 else np.float32)
+        arr = data.to(torch.float64 if data.dtype == torch.float64 else torch.float32).numpy()
     else:
         arr = data.numpy()
         lo, hi = int(arr.min()), int(arr.max())
@@ -141,7 +147,9 @@ def _disk_array(image: Image) -> np.ndarray:
     return arr[:, :, None, :] if image.ndim == 2 else arr
 
 
-def write_nifti_atomic(img: nib.Nifti1Image, path: str | os.PathLike, overwrite: bool = True) -> Path:
+def write_nifti_atomic(
+    img: nib.Nifti1Image, path: str | os.PathLike, overwrite: bool = True
+) -> Path:
     """Write ``img`` to ``path`` via a temporary file in the same directory and ``os.replace``.
 
     Readers never see a half-written file, and a failed write leaves no file behind.

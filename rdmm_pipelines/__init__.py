@@ -1,0 +1,43 @@
+"""rdmm_pipelines: region-specific diffeomorphic metric mapping (RDMM), LDDMM and vSVF on PyTorch.
+
+The library is pure PyTorch + nibabel; pydra tasks and workflows live in
+``rdmm_pipelines.interfaces`` and ``rdmm_pipelines.workflows``. One call::
+
+    from rdmm_pipelines import register
+    result = register("fixed.nii.gz", "moving.nii.gz", model="rdmm")
+    result.save("out/")
+"""
+
+__version__ = "0.1.0"
+
+from .config import (  # noqa: E402
+    IntegratorConfig,
+    KernelConfig,
+    OptimizerConfig,
+    RegionalConfig,
+    RegistrationConfig,
+    SimilarityConfig,
+)
+from .presets import PRESETS, get_preset  # noqa: E402
+from .registration import register  # noqa: E402
+from .result import RegistrationResult  # noqa: E402
+from .spatial import Grid, Image, load_image, load_labels, save_image  # noqa: E402
+
+__all__ = [
+    "register",
+    "RegistrationResult",
+    "RegistrationConfig",
+    "KernelConfig",
+    "RegionalConfig",
+    "IntegratorConfig",
+    "SimilarityConfig",
+    "OptimizerConfig",
+    "PRESETS",
+    "get_preset",
+    "Grid",
+    "Image",
+    "load_image",
+    "load_labels",
+    "save_image",
+    "__version__",
+]

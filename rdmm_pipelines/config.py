@@ -1,0 +1,262 @@
+"""Registration configuration: frozen dataclasses that reject unknown keys.
+
+Every registration writes its resolved configuration (``RegistrationConfig.to_dict()``) next to its
+outputs, so a run can be reproduced with ``RegistrationConfig.from_dict(json.load(...))``.
+Units: sigmas are in *domain units* (the target image's longest side has length 1) unless
+``KernelConfig.units == "mm"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "KernelConfig",
+    "RegionalConfig",
+    "IntegratorConfig",
+    "SimilarityConfig",
+    "OptimizerConfig",
+    "RegistrationConfig",
+    "ConfigError",
+    "MODELS",
+]
+
+MODELS = ("vsvf", "lddmm", "rdmm")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+class _Config:
+    """Mixin: strict construction from plain dictionaries and conversion back."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], _path: str = "") -> Any:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            where = f"{_path}." if _path else ""
+            raise ConfigError(
+                f"unknown configuration key(s) {', '.join(where + k for k in unknown)}; "
+                f"valid keys{' of ' + _path if _path else ''}: {', '.join(sorted(fields))}"
+            )
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for name, value in data.items():
+            sub = _nested_type(hints[name])
+            path = f"{_path}.{name}" if _path else name
+            if sub is not None and isinstance(value, Mapping):
+                kwargs[name] = sub.from_dict(value, path)
+            elif isinstance(value, list):
+                kwargs[name] = _tuplify(value)
+            else:
+                kwargs[name] = value
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{_path + ': ' if _path else ''}{err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with some fields changed (validated like a new instance)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _nested_type(hint: Any) -> type | None:
+    for t in (hint, *typing.get_args(hint)):
+        if isinstance(t, type) and issubclass(t, _Config):
+            return t
+    return None
+
+
+def _tuplify(value: Any) -> Any:
+    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _choice(name: str, value: Any, options: tuple) -> None:
+    if value not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {value!r}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number; got {value!r}")
+
+
+@dataclass(frozen=True)
+class KernelConfig(_Config):
+    """The multi-Gaussian kernel.
+
+    Attributes:
+        sigmas: standard deviations sigma_0 < ... < sigma_{N-1}.
+        weights: omega_i = w_i^2 >= 0 summing to 1: the constant weights of vSVF and LDDMM, and
+            for RDMM the initial (optimised) pre-weights h0^2 and the Range penalty's target.
+        units: "domain" (longest side of the target = 1) or "mm".
+    """
+
+    sigmas: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25)
+    weights: tuple[float, ...] = (0.067, 0.133, 0.2, 0.267, 0.333)
+    units: str = "domain"
+
+    def __post_init__(self) -> None:
+        _choice("kernel.units", self.units, ("domain", "mm"))
+        if not self.sigmas or any(not isinstance(s, (int, float)) or s <= 0 for s in self.sigmas):
+            raise ConfigError(f"kernel.sigmas must be positive numbers; got {self.sigmas!r}")
+        if list(self.sigmas) != sorted(self.sigmas) or len(set(self.sigmas)) != len(self.sigmas):
+            raise ConfigError(f"kernel.sigmas must be strictly increasing; got {self.sigmas!r}")
+        if len(self.weights) != len(self.sigmas):
+            raise ConfigError(f"kernel.weights has {len(self.weights)} entries for {len(self.sigmas)} sigmas")
+        if min(self.weights) < 0 or abs(sum(self.weights) - 1) > 1e-2:
+            raise ConfigError(f"kernel.weights must be >= 0 and sum to 1; got {self.weights!r} (sum {sum(self.weights):.4g})")
+
+    @property
+    def normalized_weights(self) -> tuple[float, ...]:
+        s = sum(self.weights)
+        return tuple(w / s for w in self.weights)
+
+
+@dataclass(frozen=True)
+class RegionalConfig(_Config):
+    """RDMM's regulariser (ignored by vSVF and LDDMM).
+
+    Attributes:
+        source: "predefined" (pre-weights from a region label map, fixed) or "optimized" (jointly
+            with the momentum, starting from ``kernel.weights``).
+        region_weights: for "predefined": h0^2 per region label, row r for label r (row 0 =
+            background). Each row has one entry per Gaussian and sums to 1.
+        smoothing_sigma: sigma of G, the pre-weight smoother w = G h (kernel units).
+        c_range, c_omt: penalty constants; lambda_T = K / (K + exp(T / K)),
+            lambda_Range = c_range * lambda_T, lambda_OMT = c_omt * (1 - lambda_T).
+        decay_k: K of the schedule; T is the iteration counted over all scales.
+        omt_power: the exponent s of the OMT penalty.
+        weight_gradient: "advected" (paper) or "initial" (the authors' code; comparison only).
+    """
+
+    source: str = "optimized"
+    region_weights: tuple[tuple[float, ...], ...] = ()
+    smoothing_sigma: float = 0.05
+    c_range: float = 10.0
+    c_omt: float = 0.05
+    decay_k: float = 10.0
+    omt_power: float = 1.0
+    weight_gradient: str = "advected"
+
+    def __post_init__(self) -> None:
+        _choice("regional.source", self.source, ("predefined", "optimized"))
+        _choice("regional.weight_gradient", self.weight_gradient, ("advected", "initial"))
+        _positive("regional.smoothing_sigma", self.smoothing_sigma)
+        for name in ("c_range", "c_omt", "omt_power"):
+            _positive(f"regional.{name}", getattr(self, name), allow_zero=True)
+        _positive("regional.decay_k", self.decay_k)
+        for r, row in enumerate(self.region_weights):
+            if min(row) < 0 or abs(sum(row) - 1) > 1e-2:
+                raise ConfigError(f"regional.region_weights[{r}] must be >= 0 and sum to 1; got {row!r}")
+
+
+@dataclass(frozen=True)
+class IntegratorConfig(_Config):
+    """How the shooting ODE is integrated from t = 0 to 1 (see ``integrators.SOLVERS``)."""
+
+    method: str = "rk4"
+    steps: int = 10
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    adjoint: bool = False
+    checkpointed: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("integrator.method", self.method, ("euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"))
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"integrator.steps must be a positive integer; got {self.steps!r}")
+        if self.adjoint and self.method in ("euler", "midpoint", "rk4"):
+            raise ConfigError("integrator.adjoint needs an adaptive method (dopri5, bosh3, adaptive_heun)")
+
+
+@dataclass(frozen=True)
+class SimilarityConfig(_Config):
+    """Image similarity: "ssd", "ncc", "lncc" or "mk-lncc", divided by sigma^2."""
+
+    name: str = "mk-lncc"
+    sigma: float = 1.0
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("similarity.name", self.name, ("ssd", "ncc", "lncc", "mk-lncc"))
+        _positive("similarity.sigma", self.sigma)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig(_Config):
+    """Multi-scale L-BFGS.
+
+    Attributes:
+        scales: image scale factors, coarse to fine, ending at 1.0.
+        iterations: L-BFGS iterations per scale.
+        map_low_res_factor: momentum and map resolution relative to the image at every scale but
+            the coarsest (None: same as the image).
+        history: L-BFGS memory. max_evals: function evaluations per iteration (line search).
+        min_map_size: no axis of a map or image is resampled below this many voxels.
+    """
+
+    scales: tuple[float, ...] = (0.25, 0.5, 1.0)
+    iterations: tuple[int, ...] = (60, 60, 60)
+    map_low_res_factor: float | None = 0.5
+    history: int = 5
+    max_evals: int = 5
+    min_map_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.scales or list(self.scales) != sorted(self.scales) or self.scales[-1] != 1.0 or min(self.scales) <= 0:
+            raise ConfigError(f"optimizer.scales must increase and end at 1.0; got {self.scales!r}")
+        if len(self.iterations) != len(self.scales) or any(not isinstance(i, int) or i < 0 for i in self.iterations):
+            raise ConfigError(f"optimizer.iterations needs one non-negative integer per scale; got {self.iterations!r}")
+        if self.map_low_res_factor is not None and not 0 < self.map_low_res_factor <= 1:
+            raise ConfigError(f"optimizer.map_low_res_factor must be in (0, 1] or null; got {self.map_low_res_factor!r}")
+        if self.history < 1 or self.max_evals < 1 or self.min_map_size < 4:
+            raise ConfigError("optimizer.history and max_evals must be >= 1 and min_map_size >= 4")
+
+
+@dataclass(frozen=True)
+class RegistrationConfig(_Config):
+    """Everything that defines a registration.
+
+    Objective: E(m0, h0) = regularity_weight * 1/2 <m0, K(h0) m0> + Sim(I0 o phi^-1(1), I1)
+    + lambda_OMT OMT(h0) + lambda_Range Range(h0) (the last two for RDMM with optimised pre-weights).
+
+    Attributes:
+        model: "vsvf", "lddmm" or "rdmm".
+        normalize_intensity: map the 0.1/99.9 percentiles of each image to 0/1 and clamp.
+        regularity_weight: weight of the kinetic energy 1/2 <m0, K m0>.
+        seed: seeds torch before the optimisation (results are deterministic on CPU).
+    """
+
+    model: str = "rdmm"
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    regional: RegionalConfig = field(default_factory=RegionalConfig)
+    integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    regularity_weight: float = 20.0
+    normalize_intensity: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("model", self.model, MODELS)
+        _positive("regularity_weight", self.regularity_weight)
+        if self.model == "rdmm" and self.regional.source == "predefined":
+            for r, row in enumerate(self.regional.region_weights):
+                if len(row) != len(self.kernel.sigmas):
+                    raise ConfigError(
+                        f"regional.region_weights[{r}] has {len(row)} entries for {len(self.kernel.sigmas)} Gaussians"
+                    )
+            if not self.regional.region_weights:
+                raise ConfigError("a predefined RDMM regulariser needs regional.region_weights (one row per region label)")

@@ -1,0 +1,1 @@
+"""Numerical optimisation: pre-weight parametrisation, RDMM penalties, multi-scale L-BFGS."""

@@ -1,0 +1,196 @@
+"""Multi-scale L-BFGS estimation of the initial momentum (and RDMM pre-weights).
+
+Scales are processed coarse to fine (DESIGN.md 1.4). At each scale the images are resampled to
+``round(s * n)`` voxels per axis over the same extent; the momentum and map live at
+``map_low_res_factor`` of that (except at the coarsest scale), and the map is upsampled for a
+full-resolution similarity. Parameters are carried to the next scale by linear resampling,
+values unchanged (the kernels are normalised, so a momentum density keeps its meaning).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import RegistrationConfig
+from ..core.interpolation import resize_field, sample
+from ..integrators import integrate
+from ..metric import inner_product
+from ..models.build import build_model
+from ..models.shooting import RDMM, ShootingModel
+from ..similarity import make_similarity
+from .penalties import omt_penalty, penalty_weights, range_penalty
+from .preweights import constant_preweights, logits_from_preweights, preweights_from_logits, resize_preweights
+
+__all__ = ["optimize", "OptimizationResult", "IterationRecord", "scale_shapes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """Energies after one L-BFGS iteration (the named breakdown of the objective)."""
+
+    scale: float
+    iteration: int
+    total: float
+    similarity: float
+    regularity: float
+    omt: float
+    range: float
+    seconds: float
+
+
+@dataclass
+class OptimizationResult:
+    """Estimated initial conditions and the shot map, all on the map grid of the finest scale.
+
+    m0: (1, d, *S_map); h0: (1, N, *S_map) or None (vSVF/LDDMM); phi: (1, d, *S_map) map at t = 1;
+    spacing: domain spacing of the map grid; history: one record per iteration.
+    """
+
+    m0: Tensor
+    h0: Tensor | None
+    phi: Tensor
+    spacing: tuple[float, ...]
+    model: ShootingModel
+    history: list[IterationRecord] = field(default_factory=list)
+    stopped_early: list[str] = field(default_factory=list)
+
+
+def _shape_at(shape: Sequence[int], factor: float, minimum: int) -> tuple[int, ...]:
+    return tuple(n if factor == 1.0 else max(min(minimum, n), int(round(factor * n))) for n in shape)
+
+
+def _spacing_for(shape: Sequence[int], base_shape: Sequence[int], base_spacing: Sequence[float]) -> tuple[float, ...]:
+    return tuple(h * (n0 - 1) / max(n - 1, 1) for h, n, n0 in zip(base_spacing, shape, base_shape))
+
+
+def scale_shapes(shape: Sequence[int], cfg: RegistrationConfig) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(image shape, map shape) per scale, coarse to fine."""
+    o = cfg.optimizer
+    out = []
+    for k, s in enumerate(o.scales):
+        img = _shape_at(shape, s, o.min_map_size)
+        low = 1.0 if (k == 0 and len(o.scales) > 1) or o.map_low_res_factor is None else o.map_low_res_factor
+        out.append((img, _shape_at(img, low, o.min_map_size)))
+    return out
+
+
+def optimize(
+    source: Tensor,
+    target: Tensor,
+    spacing: Sequence[float],
+    cfg: RegistrationConfig,
+    h0_fixed: Tensor | None = None,
+    sigma_scale: float = 1.0,
+    progress: Callable[[IterationRecord, int], None] | None = None,
+) -> OptimizationResult:
+    """Estimate m0 (and h0) minimising the shooting objective over the scales of ``cfg``.
+
+    Args:
+        source: (1, C, *S) moving image resampled onto the target grid (t = 0 content).
+        target: (1, C, *S) fixed image.
+        spacing: domain spacing of the target grid.
+        h0_fixed: (1, N, *S) pre-defined pre-weights (RDMM "predefined"), else None.
+        sigma_scale: converts kernel units to domain units (see ``build_model``).
+        progress: called after every iteration with the record and the total iteration count.
+
+    Returns:
+        An :class:`OptimizationResult`.
+    """
+    shape = tuple(target.shape[2:])
+    d = len(shape)
+    plan = scale_shapes(shape, cfg)
+    total_iterations = sum(cfg.optimizer.iterations)
+    optimise_h = cfg.model == "rdmm" and cfg.regional.source == "optimized"
+    m0 = z = None
+    history: list[IterationRecord] = []
+    stopped: list[str] = []
+    T = 0
+    t_start = time.perf_counter()
+    for (img_shape, map_shape), s, iters in zip(plan, cfg.optimizer.scales, cfg.optimizer.iterations):
+        img_h = _spacing_for(img_shape, shape, spacing)
+        map_h = _spacing_for(map_shape, shape, spacing)
+        src, tgt = resize_field(source, img_shape), resize_field(target, img_shape)
+        sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window)
+        model = build_model(cfg, map_h, sigma_scale)
+        m0 = (torch.zeros((1, d) + map_shape, dtype=target.dtype, device=target.device) if m0 is None
+              else resize_field(m0.detach(), map_shape)).requires_grad_()
+        params = [m0]
+        h_init = constant_preweights(cfg.kernel.normalized_weights, map_shape, target.dtype, target.device)
+        if optimise_h:
+            z = (logits_from_preweights(h_init) if z is None else resize_field(z.detach(), map_shape)).requires_grad_()
+            params.append(z)
+        h_fix = resize_preweights(h0_fixed, map_shape) if h0_fixed is not None else None
+
+        def preweights() -> Tensor | None:
+            if cfg.model != "rdmm":
+                return None
+            return preweights_from_logits(z) if optimise_h else h_fix
+
+        def objective(T_now: int) -> dict[str, Tensor]:
+            h0 = preweights()
+            state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
+            regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
+            ic = cfg.integrator
+            state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol,
+                               adjoint=ic.adjoint, checkpointed=ic.checkpointed)
+            warped = sample(src, resize_field(state1.phi, img_shape), img_h)
+            similarity = sim(warped, tgt).sum()
+            omt = rng = torch.zeros((), dtype=target.dtype, device=target.device)
+            if optimise_h:
+                lam_range, lam_omt = penalty_weights(T_now, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt)
+                w0 = model.metric.weights(h0, map_h)
+                omt = lam_omt * omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum()
+                rng = lam_range * range_penalty(w0, h_init, map_h).sum()
+            total = similarity + regularity + omt + rng
+            return {"total": total, "similarity": similarity, "regularity": regularity, "omt": omt, "range": rng}
+
+        if iters == 0:
+            continue
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=cfg.optimizer.max_evals,
+                                history_size=cfg.optimizer.history, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-12, tolerance_change=1e-14)
+        last_good = [p.detach().clone() for p in params]
+        for it in range(iters):
+            def closure() -> Tensor:
+                opt.zero_grad()
+                e = objective(T)
+                e["total"].backward()
+                return e["total"]
+
+            opt.step(closure)
+            with torch.no_grad():
+                e = objective(T)
+            values = {k: float(v) for k, v in e.items()}
+            if not math.isfinite(values["total"]):
+                with torch.no_grad():
+                    for p, good in zip(params, last_good):
+                        p.copy_(good)
+                msg = f"scale {s}: objective became non-finite at iteration {it}; kept the last finite parameters"
+                log.warning(msg)
+                stopped.append(msg)
+                break
+            last_good = [p.detach().clone() for p in params]
+            rec = IterationRecord(scale=s, iteration=T, seconds=time.perf_counter() - t_start, **values)
+            history.append(rec)
+            if progress is not None:
+                progress(rec, total_iterations)
+            T += 1
+        log.info("scale %s (image %s, map %s): energy %.6g after %d iterations", s, img_shape, map_shape,
+                 history[-1].total if history else float("nan"), iters)
+
+    with torch.no_grad():
+        h0 = preweights()
+        state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
+        ic = cfg.integrator
+        state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol)
+    return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
+                              spacing=map_h, model=model, history=history, stopped_early=stopped)

@@ -1,0 +1,193 @@
+"""``register(fixed, moving, model=...)``: the one public call.
+
+String names (model, preset, regulariser, device) are resolved here and only here; below this
+everything is objects. Inputs are validated before any heavy work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import MODELS, ConfigError, RegistrationConfig
+from .core.interpolation import resize_field
+from .optim.multiscale import IterationRecord, optimize
+from .optim.preweights import preweights_from_regions
+from .presets import default_region_weights, get_preset
+from .provenance import device_description, resolve_device, sha256
+from .result import RegistrationResult
+from .spatial import Grid, Image, load_image, load_labels, normalize_intensity, resample_to_grid
+
+__all__ = ["register", "as_image", "as_labels", "resolve_config"]
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[Image, str, os.PathLike, Tensor]
+
+
+def as_image(x: ImageLike, what: str = "image") -> Image:
+    """An :class:`Image` from an Image, a NIfTI path, or a (C, *S) tensor (unit spacing)."""
+    if isinstance(x, Image):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        return load_image(x)
+    if isinstance(x, Tensor):
+        if x.dim() not in (3, 4) or x.shape[0] > 8:
+            raise ValueError(
+                f"{what}: a tensor must be (C, *S) with 2 or 3 spatial axes and a channel axis first; "
+                f"got shape {tuple(x.shape)} (add a leading channel axis: x[None])")
+        return Image(x.float(), Grid.from_shape(tuple(x.shape[1:])))
+    raise TypeError(f"{what}: expected an Image, a NIfTI path or a tensor, got {type(x).__name__}")
+
+
+def as_labels(x: ImageLike, what: str = "labels") -> Image:
+    """A label :class:`Image` (int64) from an Image, a NIfTI path or an integer (*S) tensor."""
+    if isinstance(x, (str, os.PathLike)):
+        return load_labels(x)
+    if isinstance(x, Tensor):
+        if x.dim() not in (2, 3):
+            raise ValueError(f"{what}: a label tensor must be (*S) with 2 or 3 axes; got shape {tuple(x.shape)}")
+        if x.is_floating_point() and not torch.equal(x, x.round()):
+            raise ValueError(f"{what}: label tensor has non-integer values")
+        return Image(x.long()[None], Grid.from_shape(tuple(x.shape)))
+    if isinstance(x, Image):
+        if not x.is_labels:
+            if not torch.equal(x.data, x.data.round()):
+                raise ValueError(f"{what}: label image has non-integer values")
+            return x.with_data(x.data.long())
+        return x
+    raise TypeError(f"{what}: expected an Image, a NIfTI path or a tensor, got {type(x).__name__}")
+
+
+def resolve_config(
+    model: str | None = None,
+    config: RegistrationConfig | None = None,
+    preset: str | None = None,
+    regularizer: str | None = None,
+) -> RegistrationConfig:
+    """Combine a preset (or explicit config) with a model name and a regulariser source."""
+    if config is not None and preset is not None:
+        raise ValueError("give either config or preset, not both")
+    if model is not None and model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if config is None:
+        cfg = get_preset(preset or "default", model or "rdmm")
+    else:
+        cfg = config if model is None else config.replace(model=model)
+    if regularizer is not None:
+        if regularizer not in ("predefined", "optimized"):
+            raise ValueError(f"unknown regularizer {regularizer!r}; choose predefined or optimized")
+        regional = cfg.regional.replace(
+            source=regularizer,
+            region_weights=cfg.regional.region_weights or (
+                default_region_weights(cfg.kernel) if regularizer == "predefined" else ()))
+        cfg = cfg.replace(regional=regional)
+    return cfg
+
+
+def _same_grid(a: Grid, b: Grid) -> bool:
+    return a.shape == b.shape and np.allclose(a.affine_matrix, b.affine_matrix, atol=1e-4)
+
+
+def _describe(x: ImageLike) -> dict:
+    if isinstance(x, (str, os.PathLike)):
+        return {"path": str(Path(x).resolve()), "sha256": sha256(x)}
+    return {"path": None}
+
+
+def register(
+    fixed: ImageLike,
+    moving: ImageLike,
+    model: str | None = None,
+    *,
+    config: RegistrationConfig | None = None,
+    preset: str | None = None,
+    regularizer: str | None = None,
+    region_labels: ImageLike | None = None,
+    device: str | torch.device = "auto",
+    progress: Callable[[IterationRecord, int], None] | None = None,
+) -> RegistrationResult:
+    """Register ``moving`` (source I0) to ``fixed`` (target I1).
+
+    Args:
+        fixed, moving: images (Image, NIfTI path, or (C, *S) tensor), both 2D or both 3D, any grids.
+        model: "vsvf", "lddmm" or "rdmm" (overrides the config's).
+        config: a full :class:`RegistrationConfig`; or ``preset``: a name from ``presets.PRESETS``.
+        regularizer: RDMM pre-weight source, "predefined" or "optimized" (overrides the config's).
+        region_labels: for "predefined": a label map in the moving image's space and on its grid;
+            region r gets h0^2 = ``config.regional.region_weights[r]``.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+        progress: called after each optimiser iteration with (record, total iterations).
+
+    Returns:
+        A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
+        writes all outputs.
+    """
+    t0 = time.perf_counter()
+    cfg = resolve_config(model, config, preset, regularizer)
+    fixed_img, moving_img = as_image(fixed, "fixed image"), as_image(moving, "moving image")
+    if fixed_img.ndim != moving_img.ndim:
+        raise ValueError(f"fixed image is {fixed_img.ndim}D but moving image is {moving_img.ndim}D")
+    if fixed_img.channels != moving_img.channels:
+        raise ValueError(f"fixed image has {fixed_img.channels} channels but moving image has {moving_img.channels}")
+    for name, img in (("fixed", fixed_img), ("moving", moving_img)):
+        if not torch.isfinite(img.data).all():
+            raise ValueError(f"{name} image contains NaN or infinite values")
+        if min(img.grid.shape) < 4:
+            raise ValueError(f"{name} image is too small for registration: shape {img.grid.shape}")
+    regions = None
+    if cfg.model == "rdmm" and cfg.regional.source == "predefined":
+        if region_labels is None:
+            raise ValueError("a predefined RDMM regulariser needs region_labels (a label map of the moving image)")
+        regions = as_labels(region_labels, "region labels")
+        if not _same_grid(regions.grid, moving_img.grid):
+            raise ValueError(
+                f"region label map grid {regions.grid} does not match the moving image grid {moving_img.grid}")
+        n_rows = len(cfg.regional.region_weights)
+        found = torch.unique(regions.data).tolist()
+        if min(found) < 0 or max(found) >= n_rows:
+            raise ValueError(f"region label map has labels {found} but region weights are given for labels 0..{n_rows - 1}")
+    elif region_labels is not None:
+        log.warning("region_labels ignored: model %s with a %s regulariser does not use them", cfg.model, cfg.regional.source)
+
+    dev = resolve_device(device)
+    if cfg.normalize_intensity:
+        fixed_n = normalize_intensity(fixed_img)
+        moving_n = normalize_intensity(moving_img)
+    else:
+        fixed_n, moving_n = fixed_img, moving_img
+    grid = fixed_img.grid
+    target = fixed_n.batch().to(dev, torch.float32)
+    source = resample_to_grid(moving_n, grid, mode="linear", padding="border").batch().to(dev, torch.float32)
+    h0_full = None
+    if regions is not None:
+        on_fixed = resample_to_grid(regions, grid, mode="nearest", padding="zeros")
+        h0_full = preweights_from_regions(on_fixed.data[0], cfg.regional.region_weights).to(dev)
+    sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    t_prep = time.perf_counter()
+
+    torch.manual_seed(cfg.seed)
+    log.info("registering %s -> %s with %s on %s", moving_img.grid, fixed_img.grid, cfg.model, dev)
+    out = optimize(source, target, grid.domain_spacing, cfg, h0_fixed=h0_full, sigma_scale=sigma_scale,
+                   progress=progress)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t_opt = time.perf_counter()
+    phi = resize_field(out.phi, grid.shape).cpu()
+    map_grid = grid.resized(tuple(out.m0.shape[2:]))
+    return RegistrationResult(
+        fixed=fixed_img, moving=moving_img, config=cfg, phi=phi, map_grid=map_grid, map_phi=out.phi.cpu(),
+        m0=out.m0.cpu(), h0=None if out.h0 is None else out.h0.cpu(), model=out.model, history=out.history,
+        timings={"preprocess": t_prep - t0, "optimize": t_opt - t_prep, "total": time.perf_counter() - t0},
+        device=device_description(dev),
+        inputs={"fixed": _describe(fixed), "moving": _describe(moving),
+                "region_labels": _describe(region_labels) if region_labels is not None else None},
+        warnings=list(out.stopped_early),
+    )
