@@ -189,5 +189,5 @@ def register(
         device=device_description(dev),
         inputs={"fixed": _describe(fixed), "moving": _describe(moving),
                 "region_labels": _describe(region_labels) if region_labels is not None else None},
-        warnings=list(out.stopped_early),
+        warnings=list(out.warnings),
     )

@@ -61,7 +61,7 @@ class OptimizationResult:
     spacing: tuple[float, ...]
     model: ShootingModel
     history: list[IterationRecord] = field(default_factory=list)
-    stopped_early: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _shape_at(shape: Sequence[int], factor: float, minimum: int) -> tuple[int, ...]:
@@ -112,9 +112,17 @@ def optimize(
     optimise_h = cfg.model == "rdmm" and cfg.regional.source == "optimized"
     m0 = z = None
     history: list[IterationRecord] = []
-    stopped: list[str] = []
+    notes: list[str] = []
     T = 0
     t_start = time.perf_counter()
+    finest_h = max(_spacing_for(plan[-1][1], shape, spacing))
+    narrowest = min(cfg.kernel.sigmas) * sigma_scale
+    if narrowest < 2.0 * finest_h:
+        msg = (f"the narrowest Gaussian (sigma {narrowest:.4g}) spans only {narrowest / finest_h:.2g} voxels of the "
+               "map grid: velocities that fine are not resolved and the map may fold; use larger sigmas, "
+               "sigmas in mm (kernel.units), or a finer map (optimizer.map_low_res_factor)")
+        log.warning(msg)
+        notes.append(msg)
     for (img_shape, map_shape), s, iters in zip(plan, cfg.optimizer.scales, cfg.optimizer.iterations):
         img_h = _spacing_for(img_shape, shape, spacing)
         map_h = _spacing_for(map_shape, shape, spacing)
@@ -176,7 +184,7 @@ def optimize(
                         p.copy_(good)
                 msg = f"scale {s}: objective became non-finite at iteration {it}; kept the last finite parameters"
                 log.warning(msg)
-                stopped.append(msg)
+                notes.append(msg)
                 break
             last_good = [p.detach().clone() for p in params]
             rec = IterationRecord(scale=s, iteration=T, seconds=time.perf_counter() - t_start, **values)
@@ -193,4 +201,4 @@ def optimize(
         ic = cfg.integrator
         state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol)
     return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
-                              spacing=map_h, model=model, history=history, stopped_early=stopped)
+                              spacing=map_h, model=model, history=history, warnings=notes)
