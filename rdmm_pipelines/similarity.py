@@ -121,7 +121,8 @@ class LNCC(nn.Module):
     float32). Along an axis where the dilated window
     ``dilation (window - 1) + 1`` exceeds the image length S, the window is clamped to
     ``(S - 1) // dilation + 1`` voxels. Windows where either image is constant give lncc = 0
-    (loss contribution 1, zero gradient), never NaN. With one window covering the whole image
+    (loss contribution 1, zero gradient), never NaN; hence identical images with constant regions
+    (e.g. background) score > 0, a constant offset that does not affect optimisation. With one window covering the whole image
     this equals :class:`NCC`.
 
     Args:

@@ -64,6 +64,53 @@ class OptimizationResult:
     warnings: list[str] = field(default_factory=list)
 
 
+class _IterationTracker:
+    """Turns LBFGS's function evaluations into one record per iteration (its accepted, lowest,
+    energy), reports progress, and keeps the best finite parameters."""
+
+    def __init__(self, scale, first_T, t_start, params, history, progress, total_iterations) -> None:
+        self.scale, self.first_T, self.t_start = scale, first_T, t_start
+        self.params, self.history, self.progress, self.total = params, history, progress, total_iterations
+        self.current = 0
+        self.best: dict[str, float] | None = None
+        self.best_params = [p.detach().clone() for p in params]
+        self.best_total = math.inf
+        self.iterations = 0
+        self.non_finite = False
+
+    def observe(self, n_iter: int, energies: dict[str, Tensor]) -> None:
+        if n_iter != self.current:
+            self._emit()
+            self.current = n_iter
+        values = {k: float(v.detach()) for k, v in energies.items()}
+        if not math.isfinite(values["total"]):
+            self.non_finite = True
+            return
+        if self.best is None or values["total"] <= self.best["total"]:
+            self.best = values
+        if values["total"] < self.best_total:
+            self.best_total = values["total"]
+            self.best_params = [p.detach().clone() for p in self.params]
+
+    def _emit(self) -> None:
+        if self.current == 0 or self.best is None:  # the evaluation before the first iteration
+            self.best = None
+            return
+        rec = IterationRecord(scale=self.scale, iteration=self.first_T + self.iterations,
+                              seconds=time.perf_counter() - self.t_start, **self.best)
+        self.history.append(rec)
+        self.iterations += 1
+        if self.progress is not None:
+            self.progress(rec, self.total)
+        self.best = None
+
+    def finish(self) -> None:
+        self._emit()
+        with torch.no_grad():  # the line search may end on a worse or non-finite point
+            for p, good in zip(self.params, self.best_params):
+                p.copy_(good)
+
+
 def _shape_at(shape: Sequence[int], factor: float, minimum: int) -> tuple[int, ...]:
     return tuple(n if factor == 1.0 else max(min(minimum, n), int(round(factor * n))) for n in shape)
 
@@ -117,7 +164,7 @@ def optimize(
     t_start = time.perf_counter()
     finest_h = max(_spacing_for(plan[-1][1], shape, spacing))
     narrowest = min(cfg.kernel.sigmas) * sigma_scale
-    if narrowest < 2.0 * finest_h:
+    if narrowest < 1.5 * finest_h:
         msg = (f"the narrowest Gaussian (sigma {narrowest:.4g}) spans only {narrowest / finest_h:.2g} voxels of the "
                "map grid: velocities that fine are not resolved and the map may fold; use larger sigmas, "
                "sigmas in mm (kernel.units), or a finer map (optimizer.map_low_res_factor)")
@@ -163,35 +210,29 @@ def optimize(
 
         if iters == 0:
             continue
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=cfg.optimizer.max_evals,
+        tracker = _IterationTracker(s, T, t_start, params, history, progress, total_iterations)
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=iters * cfg.optimizer.max_evals,
                                 history_size=cfg.optimizer.history, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-12, tolerance_change=1e-14)
-        last_good = [p.detach().clone() for p in params]
-        for it in range(iters):
-            def closure() -> Tensor:
-                opt.zero_grad()
-                e = objective(T)
-                e["total"].backward()
-                return e["total"]
+                                tolerance_grad=1e-10, tolerance_change=1e-12)
+        lbfgs_state = opt.state[params[0]]
 
-            opt.step(closure)
-            with torch.no_grad():
-                e = objective(T)
-            values = {k: float(v) for k, v in e.items()}
-            if not math.isfinite(values["total"]):
-                with torch.no_grad():
-                    for p, good in zip(params, last_good):
-                        p.copy_(good)
-                msg = f"scale {s}: objective became non-finite at iteration {it}; kept the last finite parameters"
-                log.warning(msg)
-                notes.append(msg)
-                break
-            last_good = [p.detach().clone() for p in params]
-            rec = IterationRecord(scale=s, iteration=T, seconds=time.perf_counter() - t_start, **values)
-            history.append(rec)
-            if progress is not None:
-                progress(rec, total_iterations)
-            T += 1
+        def closure() -> Tensor:
+            # LBFGS counts its iterations in state["n_iter"]: 0 for the first evaluation, j during
+            # iteration j's line search; the schedule's T follows the iteration.
+            k = max(int(lbfgs_state.get("n_iter", 0)) - 1, 0)
+            opt.zero_grad()
+            e = objective(tracker.first_T + k)
+            e["total"].backward()
+            tracker.observe(int(lbfgs_state.get("n_iter", 0)), e)
+            return e["total"]
+
+        opt.step(closure)
+        tracker.finish()
+        if tracker.non_finite:
+            msg = f"scale {s}: the objective became non-finite; kept the best finite parameters"
+            log.warning(msg)
+            notes.append(msg)
+        T = tracker.first_T + tracker.iterations
         log.info("scale %s (image %s, map %s): energy %.6g after %d iterations", s, img_shape, map_shape,
                  history[-1].total if history else float("nan"), iters)
 
