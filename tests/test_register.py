@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rdmm_pipelines import Grid, Image, KernelConfig, OptimizerConfig, get_preset, register, save_image
+from rdmm_pipelines import Grid, Image, IntegratorConfig, KernelConfig, OptimizerConfig, get_preset, register, save_image
 from rdmm_pipelines.cli import main
 from rdmm_pipelines.synthetic import make_pair_2d, make_phantom_3d
 
@@ -192,3 +192,24 @@ def test_cli_reports_bad_input_with_exit_code_2(files, tmp_path, capsys):
 def test_cli_presets_lists_them(capsys):
     assert main(["presets"]) == 0
     assert "lung-predefined" in capsys.readouterr().out
+
+
+def test_sigmas_in_mm_equal_sigmas_in_domain_units(pair):
+    cfg = fast_config("lddmm", "synthetic-optimized").replace(
+        optimizer=OptimizerConfig(scales=(1.0,), iterations=(3,), map_low_res_factor=None))
+    grid = Grid.from_shape((64, 64), spacing=(0.5, 0.5))  # L = 31.5 mm
+    fixed, moving = Image(pair.target, grid), Image(pair.source, grid)
+    a = register(fixed, moving, config=cfg, device="cpu")
+    mm = cfg.replace(kernel=KernelConfig(sigmas=tuple(s * 31.5 for s in cfg.kernel.sigmas),
+                                         weights=cfg.kernel.weights, units="mm"))
+    b = register(fixed, moving, config=mm, device="cpu")
+    assert torch.allclose(a.phi, b.phi, atol=1e-5)
+
+
+def test_adaptive_integrator_with_adjoint(pair):
+    cfg = fast_config("rdmm", "synthetic-predefined").replace(
+        optimizer=OptimizerConfig(scales=(0.5, 1.0), iterations=(4, 0), map_low_res_factor=None),
+        integrator=IntegratorConfig(method="dopri5", rtol=1e-4, atol=1e-4, adjoint=True))
+    r = register(img(pair.target, pair.spacing), img(pair.source, pair.spacing), config=cfg, device="cpu",
+                 region_labels=img(pair.source_regions[None], pair.spacing))
+    assert len(r.history) == 4 and r.history[-1].total < r.history[0].total
