@@ -109,6 +109,35 @@ def _convolve(x: Tensor, T: Tensor, size: tuple[int, ...], d: int) -> Tensor:
     return y
 
 
+@functools.lru_cache(maxsize=128)
+def _groups(
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    sigmas: tuple[float, ...],
+    dtype: torch.dtype,
+    device: str,
+) -> tuple[tuple[tuple[int, ...], Tensor, tuple[int, ...]], ...]:
+    """Gaussians grouped by the FFT size each needs: ((indices, transfer (n, *F), size), ...).
+
+    Narrow Gaussians need little padding; giving each group its own FFT size avoids paying the
+    widest Gaussian's padding for all of them.
+    """
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(sigmas):
+        by_size.setdefault(padded_shape(shape, spacing, (s,)), []).append(i)
+    out = []
+    for size, idx in by_size.items():
+        T, size2 = _transfer(shape, spacing, tuple(sigmas[i] for i in idx), dtype, device)
+        assert size2 == size
+        out.append((tuple(idx), T, size))
+    return tuple(out)
+
+
+def _key(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -> tuple:
+    d = len(spacing)
+    return (tuple(x.shape[-d:]), tuple(map(float, spacing)), tuple(map(float, sigmas)), _real_dtype(x), str(x.device))
+
+
 def gaussian_filter(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -> Tensor:
     """Apply each Gaussian to ``x``.
 
@@ -121,9 +150,16 @@ def gaussian_filter(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]
         (B, N, C, *S): [:, i] = K_sigma_i * x (linear convolution, zero outside the grid).
     """
     d = len(spacing)
-    T, size = _transfer(tuple(x.shape[-d:]), tuple(map(float, spacing)), tuple(map(float, sigmas)),
-                        _real_dtype(x), str(x.device))
-    return _convolve(x.unsqueeze(1), T.unsqueeze(1), size, d)
+    groups = _groups(*_key(x, spacing, sigmas))
+    if len(groups) == 1:
+        _, T, size = groups[0]
+        return _convolve(x.unsqueeze(1), T.unsqueeze(1), size, d)
+    parts: list[Tensor] = [None] * len(sigmas)  # type: ignore[list-item]
+    for idx, T, size in groups:
+        y = _convolve(x.unsqueeze(1), T.unsqueeze(1), size, d)
+        for j, i in enumerate(idx):
+            parts[i] = y[:, j]
+    return torch.stack(parts, dim=1)
 
 
 def gaussian_mixture(
@@ -141,9 +177,7 @@ def gaussian_mixture(
     if len(weights) != len(sigmas):
         raise ValueError(f"{len(weights)} weights for {len(sigmas)} Gaussians")
     d = len(spacing)
-    key = (tuple(x.shape[-d:]), tuple(map(float, spacing)), tuple(map(float, sigmas)),
-           _real_dtype(x), str(x.device))
-    T, size = _transfer(*key)
+    T, size = _transfer(*_key(x, spacing, sigmas))
     w = torch.tensor(list(weights), dtype=T.dtype, device=T.device).view(-1, *([1] * d))
     return _convolve(x, (w * T).sum(0), size, d)
 
@@ -160,9 +194,17 @@ def gaussian_filter_each(x: Tensor, spacing: Sequence[float], sigmas: Sequence[f
     if x.shape[1] != len(sigmas):
         raise ValueError(f"input has {x.shape[1]} slices for {len(sigmas)} Gaussians")
     d = len(spacing)
-    T, size = _transfer(tuple(x.shape[-d:]), tuple(map(float, spacing)), tuple(map(float, sigmas)),
-                        _real_dtype(x), str(x.device))
-    return _convolve(x, T.unsqueeze(1), size, d)
+    groups = _groups(*_key(x, spacing, sigmas))
+    if len(groups) == 1:
+        _, T, size = groups[0]
+        return _convolve(x, T.unsqueeze(1), size, d)
+    parts: list[Tensor] = [None] * len(sigmas)  # type: ignore[list-item]
+    for idx, T, size in groups:
+        sel = x[:, list(idx)] if len(idx) > 1 else x[:, idx[0]:idx[0] + 1]
+        y = _convolve(sel, T.unsqueeze(1), size, d)
+        for j, i in enumerate(idx):
+            parts[i] = y[:, j]
+    return torch.stack(parts, dim=1)
 
 
 @functools.lru_cache(maxsize=64)
