@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .config import RegistrationConfig
-from .core.differences import jacobian_determinant
+from .evaluation import fold_statistics, jacobian_determinant_physical
 from .core.interpolation import resize_field, sample, sample_voxel
 from .metric import sigma_map
 from .models.shooting import RDMM, ShootingModel
@@ -109,27 +108,16 @@ class RegistrationResult:
     def jacobian_determinant(self) -> Image:
         """det of the Jacobian of the fixed-to-moving transform in physical units, (1, *S_fixed).
 
-        Full determinant (central differences, one-sided at borders) of the voxel-index map times
-        |det A_moving| / |det A_fixed| (the affines' spatial parts).
+        The full determinant (not the product of the diagonal), see
+        :func:`rdmm_pipelines.evaluation.jacobian_determinant_physical`.
         """
-        d = self.fixed.ndim
-        vox = self.moving_voxels().double()
-        det = jacobian_determinant(vox, (1.0,) * d)[0]
-        scale = abs(np.linalg.det(self.moving.grid.affine_matrix[:d, :d])) / abs(
-            np.linalg.det(self.fixed.grid.affine_matrix[:d, :d]))
-        return Image((det * scale).float(), self.fixed.grid)
+        det = jacobian_determinant_physical(self.moving_voxels().double(), self.fixed.grid, self.moving.grid)
+        return Image(det.float(), self.fixed.grid)
 
     def fold_statistics(self) -> dict[str, float]:
-        """Folds as in the paper: |sum of det J where det J < 0|, with the count and percentage."""
-        det = self.jacobian_determinant().data
-        neg = det < 0
-        return {
-            "folds": float(det[neg].sum().abs()),
-            "folding_voxels": int(neg.sum()),
-            "folding_percent": 100.0 * float(neg.float().mean()),
-            "det_min": float(det.min()),
-            "det_max": float(det.max()),
-        }
+        """Folds as in the paper, |sum of det J where det J < 0|, with the count and percentage of such
+        voxels and the range of det J (:func:`rdmm_pipelines.evaluation.fold_statistics`)."""
+        return fold_statistics(self.jacobian_determinant().data)
 
     def sigma_maps(self) -> tuple[Image, Image] | None:
         """RDMM's local scale sigma(x) = sqrt(sum_i w_i^2 sigma_i^2) in mm at t = 0 and t = 1.
