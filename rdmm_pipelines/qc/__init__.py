@@ -1,0 +1,22 @@
+"""Visual quality control: one PNG figure per registration (source, target, warped, differences
+before/after, deformed grid, det J with folds, RDMM sigma maps, label contours) and a
+self-contained HTML report. matplotlib is imported only when a figure is drawn.
+
+* :func:`render_qc`: the figure from images and a map; :func:`render_result`: the same from a
+  :class:`~rdmm_pipelines.result.RegistrationResult`; :func:`qc_figure`: the matplotlib Figure.
+* :func:`write_html_report`: the HTML page; :func:`qc_report`: PNG + HTML for a result.
+"""
+
+from .figures import format_value, qc_figure, qc_report, render_qc, render_result, result_metrics
+from .html import html_report, write_html_report
+
+__all__ = [
+    "render_qc",
+    "render_result",
+    "qc_figure",
+    "qc_report",
+    "result_metrics",
+    "format_value",
+    "write_html_report",
+    "html_report",
+]

@@ -1,0 +1,688 @@
+"""Quality-control figures for one registration (the panels of the RDMM paper's figures 1, 3, 4).
+
+Every figure shows, per view, two rows of panels of about 3 inches each (dpi 100):
+
+* row 1: source (the moving image resampled on the fixed grid), target (the fixed image), warped
+  source, |target - source| (before) and |target - warped| (after) on one colour scale;
+* row 2: label contours over the warped image (fixed labels cyan, warped labels red; only with
+  labels), the deformed grid (iso-lines of the map's moving-voxel coordinates over the warped
+  image), det J (``RdBu_r`` on [0, 2], centred at 1, folds det J <= 0 filled in lime with a legend
+  giving their count and percentage) and, for RDMM, sigma(x) at t = 0 and t = 1 (one colour scale
+  for both, colourbar in mm).
+
+A 2D image has one view. A 3D image has three: the slices normal to array axes 0, 1 and 2 through
+the image centre, a label's bounding-box centre or a given voxel (``slice_at``); each is named
+sagittal / coronal / axial after the world (RAS) axis its normal is closest to.
+
+Display convention: array axis ``a`` (the lower of the two in-plane axes) runs down the rows,
+axis ``b`` across the columns, index 0 at the top left (``origin="upper"``, as
+``plt.imshow(array)`` shows it); images are shown in voxel order, not reoriented to a radiological
+convention. Pixels are drawn with their physical size (``extent`` in mm from the grid spacing), so
+anisotropic voxels keep their true aspect ratio.
+
+matplotlib is imported lazily, inside the functions, with the Agg canvas (no global backend is
+set), so ``import rdmm_pipelines`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..spatial import Grid, Image, resample_to_grid
+
+__all__ = ["qc_figure", "render_qc", "render_result", "result_metrics", "qc_report", "format_value"]
+
+# ------------------------------------------------------------------ layout (inches) and colours
+DPI = 100
+CELL_W = 3.0  # width of one panel cell
+IMG_MAX = 2.1  # the image box fits in IMG_MAX x IMG_MAX, physical aspect kept
+TITLE_H = 0.5  # room above each image box for a two-line title
+BOTTOM_H = 0.42  # room below each image box for a legend
+CB_PAD, CB_W, CB_TICKS = 0.07, 0.11, 0.72  # colourbar gap, width, room for its tick labels and label
+LEFT_M = 0.5  # left margin for the view labels
+RIGHT_M = 0.15
+FOOTER_H = 0.3
+N_COLS = 5
+
+FOLD_COLOR = "#39ff14"  # lime: stands out against both ends of RdBu_r
+FIXED_LABEL_COLOR = "#00e5ff"
+WARPED_LABEL_COLOR = "#ff2d2d"
+GRID_COLOR = "#ffb000"
+DET_RANGE = (0.0, 2.0)
+
+_ANATOMICAL = ("sagittal", "coronal", "axial")  # normal closest to world R, A, S
+
+
+# ------------------------------------------------------------------ small helpers
+def format_value(v: Any) -> str:
+    """A short, readable string for a metric value (floats to 4 significant digits)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0:
+            return "0"
+        return f"{v:.4g}"
+    if isinstance(v, Tensor) and v.numel() == 1:
+        return format_value(v.item())
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _spatial(x: Image | Tensor, what: str, d: int) -> np.ndarray:
+    """Channel 0 of an image (or a (C, *S) / (*S) tensor) as a float64 numpy array (*S)."""
+    t = x.data if isinstance(x, Image) else x
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{what}: expected an Image or a tensor, got {type(x).__name__}")
+    t = t.detach().cpu()
+    if t.dim() == d + 1:
+        t = t[0]
+    if t.dim() != d:
+        raise ValueError(f"{what}: shape {tuple(t.shape)} is not (C, *S) for a {d}D image")
+    return t.double().numpy()
+
+
+def _on_grid(img: Image | None, grid: Grid, what: str, labels: bool = False) -> Image | None:
+    """``img`` on ``grid``: as is when the shapes agree, else resampled through world space."""
+    if img is None:
+        return None
+    if not isinstance(img, Image):
+        raise TypeError(f"{what}: expected an Image, got {type(img).__name__}")
+    if img.ndim != grid.ndim:
+        raise ValueError(f"{what} is {img.ndim}D but the fixed image is {grid.ndim}D")
+    if labels and not img.is_labels:
+        if not torch.equal(img.data, img.data.round()):
+            raise ValueError(f"{what}: label image has non-integer values")
+        img = img.with_data(img.data.long())
+    if img.grid.shape == grid.shape:
+        return img
+    return resample_to_grid(img, grid, mode="nearest" if labels else "linear", padding="zeros")
+
+
+def _robust_range(*arrays: np.ndarray, lo: float = 0.5, hi: float = 99.5,
+                  extend: bool = False) -> tuple[float, float]:
+    """Percentiles ``lo``/``hi`` of the finite values; with ``extend``, widened to the true min/max
+    where those lie within one range-width of the percentiles (small bright structures are not
+    clipped, far outliers still are)."""
+    vals = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
+    if vals.size == 0:
+        return 0.0, 1.0
+    a, b = (float(v) for v in np.percentile(vals, [lo, hi]))
+    if extend and b > a:
+        vmin, vmax = float(vals.min()), float(vals.max())
+        a = vmin if vmin >= a - (b - a) else a
+        b = vmax if vmax <= b + (b - a) else b
+    if not b > a:
+        a, b = float(vals.min()), float(vals.max())
+    if not b > a:
+        a, b = a - 0.5, a + 0.5
+    return a, b
+
+
+def _nice_step(n: float, lines: int = 14) -> int:
+    """Grid-line spacing in voxels giving about ``lines`` lines over ``n`` voxels (1, 2, 4, 8, 10, 16, ...)."""
+    cands = [1, 2, 4, 8, 10, 16, 20, 32, 50, 64, 100, 128]
+    return min(cands, key=lambda s: (abs(n / s - lines), s))
+
+
+# ------------------------------------------------------------------ views (2D slices)
+@dataclass(frozen=True)
+class _View:
+    """One 2D view: the whole 2D image, or a 3D slice normal to ``axis`` at ``index``."""
+
+    label: str
+    rows: int  # array axis shown vertically
+    cols: int  # array axis shown horizontally
+    axis: int | None = None
+    index: int | None = None
+
+    def take(self, arr: np.ndarray) -> np.ndarray:
+        if self.axis is None:
+            return arr
+        return np.take(arr, self.index, axis=self.axis)
+
+
+def _slice_center(slice_at: Any, grid: Grid, fixed_labels: np.ndarray | None) -> tuple[int, ...]:
+    shape = grid.shape
+    if isinstance(slice_at, str):
+        if slice_at != "center":
+            raise ValueError(
+                f"slice_at must be 'center', a label value or {len(shape)} voxel indices; got {slice_at!r}")
+        return tuple(n // 2 for n in shape)
+    if isinstance(slice_at, (int, np.integer)) and not isinstance(slice_at, bool):
+        if fixed_labels is None:
+            raise ValueError(f"slice_at={slice_at} (a label value) needs fixed_labels")
+        where = np.argwhere(fixed_labels == int(slice_at))
+        if where.size == 0:
+            present = sorted(int(v) for v in np.unique(fixed_labels))
+            raise ValueError(f"label {slice_at} is not in the fixed labels (present: {present})")
+        return tuple(int(round((lo + hi) / 2)) for lo, hi in zip(where.min(0), where.max(0)))
+    if isinstance(slice_at, (tuple, list)) and len(slice_at) == len(shape):
+        idx = tuple(int(i) for i in slice_at)
+        if any(not 0 <= i < n for i, n in zip(idx, shape)):
+            raise ValueError(f"slice_at {idx} is outside the fixed grid of shape {shape}")
+        return idx
+    raise ValueError(f"slice_at must be 'center', a label value or {len(shape)} voxel indices; got {slice_at!r}")
+
+
+def _views(grid: Grid, center: tuple[int, ...]) -> list[_View]:
+    if grid.ndim == 2:
+        return [_View("", 0, 1)]
+    views = []
+    direction = np.abs(grid.direction)  # (3, 3): world RAS component x array axis
+    for k in range(3):
+        a, b = [i for i in range(3) if i != k]
+        name = _ANATOMICAL[int(np.argmax(direction[:, k]))]
+        label = (f"{name}: axis {k} = {center[k]} of {grid.shape[k]}\n"
+                 f"rows: axis {a}, columns: axis {b}")
+        views.append(_View(label, a, b, k, center[k]))
+    return views
+
+
+# ------------------------------------------------------------------ the figure
+@dataclass
+class _Panel:
+    key: str
+    title: str
+    draw: Any  # callable(ax, view, geo) -> (mappable | None, colourbar label | None)
+
+
+def qc_figure(
+    *,
+    fixed: Image,
+    moving_on_fixed: Image,
+    warped: Image,
+    moving_voxels: Tensor,
+    jacobian: Image,
+    sigma_t0: Image | None = None,
+    sigma_t1: Image | None = None,
+    fixed_labels: Image | None = None,
+    warped_labels: Image | None = None,
+    title: str = "",
+    metrics: dict | None = None,
+    slice_at: Any = "center",
+    grid_step: int | Sequence[int] | None = None,
+):
+    """Build the QC figure (a ``matplotlib.figure.Figure`` on an Agg canvas); see :func:`render_qc`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    if not isinstance(fixed, Image):
+        raise TypeError(f"fixed: expected an Image, got {type(fixed).__name__}")
+    grid = fixed.grid
+    d = grid.ndim
+    shape = grid.shape
+
+    def field(x, what):
+        arr = _spatial(x, what, d)
+        if arr.shape != shape:
+            raise ValueError(f"{what}: spatial shape {arr.shape} does not match the fixed grid {shape}")
+        return arr
+
+    tgt = field(fixed, "fixed")
+    src = field(moving_on_fixed, "moving_on_fixed")
+    wrp = field(warped, "warped")
+    det = field(jacobian, "jacobian")
+    mv = moving_voxels.detach().cpu().double()
+    if mv.dim() == d + 2:
+        mv = mv[0]
+    if tuple(mv.shape) != (d, *shape):
+        raise ValueError(f"moving_voxels: shape {tuple(moving_voxels.shape)} is not (1, {d}, *{shape})")
+    mv = mv.numpy()
+    sig = None
+    if (sigma_t0 is None) != (sigma_t1 is None):
+        raise ValueError("give both sigma_t0 and sigma_t1, or neither")
+    if sigma_t0 is not None:
+        sig = (_spatial(_on_grid(sigma_t0, grid, "sigma_t0"), "sigma_t0", d),
+               _spatial(_on_grid(sigma_t1, grid, "sigma_t1"), "sigma_t1", d))
+    flab = _on_grid(fixed_labels, grid, "fixed_labels", labels=True)
+    wlab = _on_grid(warped_labels, grid, "warped_labels", labels=True)
+    flab = None if flab is None else _spatial(flab, "fixed_labels", d).astype(np.int64)
+    wlab = None if wlab is None else _spatial(wlab, "warped_labels", d).astype(np.int64)
+
+    views = _views(grid, _slice_center(slice_at, grid, flab) if d == 3 else tuple(n // 2 for n in shape))
+    spacing = grid.spacing
+
+    # ---- global colour scales (whole volume, so that the three 3D views agree)
+    ivmin, ivmax = _robust_range(tgt, src, lo=0.1, hi=99.9, extend=True)
+    diff0, diff1 = np.abs(tgt - src), np.abs(tgt - wrp)
+    dmax = max(_robust_range(x, lo=0, hi=99.9, extend=True)[1] for x in (diff0, diff1))
+    if sig is not None:
+        finite = [s[np.isfinite(s)] for s in sig]
+        smin = min(float(f.min()) if f.size else 0.0 for f in finite)
+        smax = max(float(f.max()) if f.size else 1.0 for f in finite)
+        if not smax > smin:
+            smin, smax = smin - 0.5, smax + 0.5
+    fold = det <= 0
+    n_fold, pct_fold = int(fold.sum()), 100.0 * float(fold.mean())
+    if grid_step is None:  # one spacing for all components, from the largest span of the map
+        spans = [float(np.ptp(c[np.isfinite(c)])) if np.isfinite(c).any() else float(n) for c, n in zip(mv, shape)]
+        steps = [_nice_step(max(max(spans), 1.0))] * d
+    else:
+        steps = [int(grid_step)] * d if np.isscalar(grid_step) else [int(s) for s in grid_step]
+        if len(steps) != d or min(steps) < 1:
+            raise ValueError(f"grid_step must be a positive int or {d} of them, got {grid_step!r}")
+
+    # ---- panel drawing functions: each returns (mappable for a colourbar, its label)
+    def coords(view):
+        na, nb = shape[view.rows], shape[view.cols]
+        sa, sb = spacing[view.rows], spacing[view.cols]
+        x = np.arange(nb) * sb
+        y = np.arange(na) * sa
+        extent = (-0.5 * sb, (nb - 0.5) * sb, (na - 0.5) * sa, -0.5 * sa)
+        return x, y, extent
+
+    def show(ax, view, arr, sliced=False, **kw):
+        _, _, extent = coords(view)
+        kw.setdefault("interpolation", "nearest")
+        return ax.imshow(arr if sliced else view.take(arr), extent=extent, origin="upper", aspect="equal", **kw)
+
+    def grey(arr, alpha=1.0):
+        def draw(ax, view):
+            return show(ax, view, arr, cmap="gray", vmin=ivmin, vmax=ivmax, alpha=alpha), "intensity"
+        return draw
+
+    def diff(arr):
+        def draw(ax, view):
+            return show(ax, view, arr, cmap="magma", vmin=0.0, vmax=dmax), "|intensity difference|"
+        return draw
+
+    def draw_labels(ax, view):
+        im = show(ax, view, wrp, cmap="gray", vmin=ivmin, vmax=ivmax)
+        x, y, _ = coords(view)
+        handles = []
+        for lab, color, style, name in ((flab, FIXED_LABEL_COLOR, "-", "fixed labels"),
+                                        (wlab, WARPED_LABEL_COLOR, "--", "warped labels")):
+            if lab is None:
+                continue
+            sl = view.take(lab)
+            for v in np.unique(sl):
+                if v == 0:
+                    continue
+                ax.contour(x, y, (sl == v).astype(np.float32), levels=[0.5], colors=color,
+                           linewidths=1.3, linestyles=style)
+            handles.append(Line2D([], [], color=color, lw=1.6, ls=style, label=name))
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2,
+                  fontsize=8, frameon=False, handlelength=1.8, columnspacing=1.0)
+        return im, "intensity"
+
+    def draw_grid(ax, view):
+        im = show(ax, view, wrp, cmap="gray", vmin=ivmin, vmax=ivmax, alpha=0.85)
+        x, y, _ = coords(view)
+        for k in (view.rows, view.cols):
+            comp = view.take(mv[k])
+            ok = comp[np.isfinite(comp)]
+            if ok.size == 0:
+                continue
+            s = steps[k]
+            levels = np.arange(math.ceil(ok.min() / s) * s, ok.max() + 1e-9, s)
+            if levels.size:
+                ax.contour(x, y, comp, levels=levels, colors=GRID_COLOR, linewidths=0.9)
+        return im, "intensity"
+
+    fold_cmap = ListedColormap([FOLD_COLOR])
+
+    def draw_det(ax, view):
+        im = show(ax, view, det, cmap="RdBu_r", vmin=DET_RANGE[0], vmax=DET_RANGE[1])
+        sl = view.take(fold)
+        if sl.any():
+            show(ax, view, np.ma.masked_where(~sl, np.ones(sl.shape)), sliced=True, cmap=fold_cmap, vmin=0, vmax=1)
+            x, y, _ = coords(view)
+            ax.contour(x, y, sl.astype(np.float32), levels=[0.5], colors="black", linewidths=0.8)
+        text = f"det J \u2264 0: {n_fold} voxels ({pct_fold:.2f} %)"
+        if view.axis is not None:
+            text += f", {int(sl.sum())} here"
+        ax.legend(handles=[Patch(facecolor=FOLD_COLOR, edgecolor="black", label=text)], loc="upper center",
+                  bbox_to_anchor=(0.5, -0.01), fontsize=8, frameon=False, handlelength=1.2)
+        return im, "det J (1 = volume kept)"
+
+    def draw_sigma(arr):
+        def draw(ax, view):
+            return show(ax, view, arr, cmap="viridis", vmin=smin, vmax=smax), "\u03c3 (mm)"
+        return draw
+
+    step_txt = f"{steps[0]}" if len(set(steps)) == 1 else "(" + ", ".join(str(s) for s in steps) + ")"
+    row1 = [
+        _Panel("source", "source\n(moving on the fixed grid)", grey(src)),
+        _Panel("target", "target\n(fixed)", grey(tgt)),
+        _Panel("warped", "warped source", grey(wrp)),
+        _Panel("diff_before", f"|target \u2212 source|  before\nmean {np.nanmean(diff0):.4g}", diff(diff0)),
+        _Panel("diff_after", f"|target \u2212 warped|  after\nmean {np.nanmean(diff1):.4g}", diff(diff1)),
+    ]
+    row2 = []
+    if flab is not None or wlab is not None:
+        row2.append(_Panel("labels", "label contours\nover the warped source", draw_labels))
+    row2.append(_Panel("grid", f"deformed grid \u03c6\u207b\u00b9\n(every {step_txt} moving voxels)", draw_grid))
+    row2.append(_Panel("jacobian", f"det J  [{np.nanmin(det):.3g}, {np.nanmax(det):.3g}]\n"
+                                   f"range shown {DET_RANGE[0]:g}\u2013{DET_RANGE[1]:g}", draw_det))
+    if sig is not None:
+        row2.append(_Panel("sigma_t0", "\u03c3(x) at t = 0", draw_sigma(sig[0])))
+        row2.append(_Panel("sigma_t1", "\u03c3(x) at t = 1", draw_sigma(sig[1])))
+
+    # ---- geometry: one block of two rows per view
+    boxes = []
+    for view in views:
+        ha = shape[view.rows] * spacing[view.rows]
+        wb = shape[view.cols] * spacing[view.cols]
+        scale = IMG_MAX / max(ha, wb)
+        boxes.append((wb * scale, ha * scale))  # (width, height) in inches
+    fig_w = LEFT_M + N_COLS * CELL_W + RIGHT_M
+    metric_items = [f"{k}: {format_value(v)}" for k, v in _flatten(metrics or {}).items()
+                    if not (isinstance(v, str) and title and v in title)]  # e.g. the method, already in the title
+    chars = int(fig_w * DPI / 7.5)
+    metric_lines = textwrap.wrap("     ".join(metric_items), width=chars, break_on_hyphens=False)
+    header_h = 0.25 + (0.35 if title else 0.0) + 0.24 * len(metric_lines)
+    header_h = max(header_h, 0.35)
+    row_h = [TITLE_H + h + BOTTOM_H for _, h in boxes]
+    fig_h = header_h + 2 * sum(row_h) + FOOTER_H
+
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.patch.set_facecolor("white")
+
+    def frac(left, bottom, w, h):  # inches from the bottom-left corner -> figure fractions
+        return [left / fig_w, bottom / fig_h, w / fig_w, h / fig_h]
+
+    y_top = fig_h - header_h
+    for view, (bw, bh), rh in zip(views, boxes, row_h):
+        block_top = y_top
+        for panels in (row1, row2):
+            img_bottom = y_top - TITLE_H - bh
+            for c, panel in enumerate(panels):
+                group = bw + CB_PAD + CB_W + CB_TICKS
+                left = LEFT_M + c * CELL_W + max(0.0, (CELL_W - group) / 2)
+                ax = fig.add_axes(frac(left, img_bottom, bw, bh))
+                ax.set_gid(f"qc:{panel.key}:{view.axis if view.axis is not None else 'all'}")
+                mappable, cb_label = panel.draw(ax, view)
+                _, _, extent = coords(view)
+                ax.set_xlim(extent[0], extent[1])
+                ax.set_ylim(extent[2], extent[3])
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(panel.title, fontsize=10, pad=4)
+                if mappable is not None:
+                    cax = fig.add_axes(frac(left + bw + CB_PAD, img_bottom, CB_W, bh))
+                    extend = "max" if panel.key == "jacobian" else "neither"
+                    cb = fig.colorbar(mappable, cax=cax, extend=extend)
+                    cb.locator = MaxNLocator(nbins=5)
+                    cb.update_ticks()
+                    cb.ax.tick_params(labelsize=8)
+                    cb.set_label(cb_label, fontsize=8)
+            y_top -= rh
+        if view.label:
+            fig.text(0.12 / fig_w, (block_top + y_top) / 2 / fig_h, view.label, rotation=90,
+                     ha="left", va="center", fontsize=10, linespacing=1.4)
+            fig.add_artist(_separator(fig, fig_w, fig_h, y_top))
+
+    # ---- header and footer
+    y = fig_h - 0.15
+    if title:
+        fig.text(0.5, y / fig_h, title, ha="center", va="top", fontsize=14, fontweight="bold")
+        y -= 0.35
+    for line in metric_lines:
+        fig.text(0.5, y / fig_h, line, ha="center", va="top", fontsize=11)
+        y -= 0.24
+    sp = ", ".join(f"{s:.3g}" for s in spacing)
+    footer = (f"Display: rows = the lower in-plane array axis (index 0 at the top), columns = the higher one; "
+              f"pixels drawn to scale (spacing {sp} mm). Intensity and difference panels share one scale each.")
+    fig.text(0.5, 0.1 / fig_h, footer, ha="center", va="bottom", fontsize=8, color="#555555")
+    return fig
+
+
+def _separator(fig, fig_w: float, fig_h: float, y: float):
+    from matplotlib.lines import Line2D
+
+    return Line2D([0.1 / fig_w, 1 - 0.1 / fig_w], [(y + 0.05) / fig_h] * 2, transform=fig.transFigure,
+                  color="#bbbbbb", lw=0.8)
+
+
+def _save_atomic(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "xb") as fh:  # mode "x": a fresh file with the usual (umask) permissions
+            fig.savefig(fh, format="png", dpi=DPI, facecolor="white")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _temp_name(path: Path) -> Path:
+    """A fresh hidden temporary name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def render_qc(
+    path: str | os.PathLike,
+    *,
+    fixed: Image,
+    moving_on_fixed: Image,
+    warped: Image,
+    moving_voxels: Tensor,
+    jacobian: Image,
+    sigma_t0: Image | None = None,
+    sigma_t1: Image | None = None,
+    fixed_labels: Image | None = None,
+    warped_labels: Image | None = None,
+    title: str = "",
+    metrics: dict | None = None,
+    slice_at: Any = "center",
+    grid_step: int | Sequence[int] | None = None,
+) -> Path:
+    """Write the QC figure of one registration as a PNG (atomically) and return its path.
+
+    All images live on the fixed grid (label and sigma maps on another grid of the same world
+    space are resampled to it; the others must have the fixed grid's shape). Only channel 0 of a
+    multi-channel image is shown.
+
+    Args:
+        path: the PNG to write (parent folders are created).
+        fixed: the target image I1.
+        moving_on_fixed: the source I0 resampled on the fixed grid (no transform): the "before".
+        warped: the source warped onto the fixed grid: the "after".
+        moving_voxels: (1, d, *S_fixed) moving-image voxel indices per fixed voxel (the map
+            phi^-1); its in-plane components' iso-lines are drawn as the deformed grid.
+        jacobian: (1, *S_fixed) det J of the transform; det J <= 0 (folds) is highlighted.
+        sigma_t0, sigma_t1: RDMM's sigma(x) in mm at t = 0 and t = 1 (both or neither).
+        fixed_labels, warped_labels: optional label maps, drawn as contours over the warped image.
+        title: first line of the heading (e.g. the method and the case).
+        metrics: name -> value, written under the title (e.g. Dice, folds, seconds); nested
+            dicts are flattened to dotted names.
+        slice_at: 3D only: "center" (the grid centre), a label value of ``fixed_labels`` (the
+            centre of its bounding box) or d voxel indices.
+        grid_step: spacing of the deformed-grid lines in moving voxels (default: about 14 lines over the map).
+
+    Returns:
+        The path written.
+    """
+    fig = qc_figure(fixed=fixed, moving_on_fixed=moving_on_fixed, warped=warped, moving_voxels=moving_voxels,
+                    jacobian=jacobian, sigma_t0=sigma_t0, sigma_t1=sigma_t1, fixed_labels=fixed_labels,
+                    warped_labels=warped_labels, title=title, metrics=metrics, slice_at=slice_at,
+                    grid_step=grid_step)
+    return _save_atomic(fig, path)
+
+
+# ------------------------------------------------------------------ from a RegistrationResult
+def _labels_image(x: Any, grid: Grid, what: str) -> Image | None:
+    """A label Image from an Image, a NIfTI path or an integer tensor ((*S) or (1, *S) on ``grid``)."""
+    if x is None:
+        return None
+    if isinstance(x, Tensor):
+        t = x if x.dim() == grid.ndim + 1 else x[None]
+        if tuple(t.shape[1:]) != grid.shape:
+            raise ValueError(f"{what}: tensor of shape {tuple(x.shape)} does not match the grid {grid.shape}")
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise ValueError(f"{what}: label tensor has non-integer values")
+        return Image(t.long(), grid)
+    if isinstance(x, (str, os.PathLike)):
+        from ..spatial import load_labels
+
+        return load_labels(x)
+    if isinstance(x, Image):
+        if not x.is_labels:
+            if not torch.equal(x.data, x.data.round()):
+                raise ValueError(f"{what}: label image has non-integer values")
+            x = x.with_data(x.data.long())
+        return x
+    raise TypeError(f"{what}: expected an Image, a NIfTI path or a tensor, got {type(x).__name__}")
+
+
+def _mean_dice(a: Tensor, b: Tensor) -> float:
+    """Mean Dice over the labels > 0 present in either map (nan when there are none)."""
+    vals = []
+    for lab in sorted(set(torch.unique(a).tolist()) | set(torch.unique(b).tolist())):
+        if lab == 0:
+            continue
+        x, y = a == lab, b == lab
+        vals.append(2.0 * float((x & y).sum()) / float(x.sum() + y.sum()))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _method(result) -> str:
+    cfg = result.config
+    if cfg.model == "rdmm":
+        return f"RDMM ({cfg.regional.source} regulariser)"
+    return {"vsvf": "vSVF", "lddmm": "LDDMM"}.get(cfg.model, cfg.model)
+
+
+def result_metrics(result, fixed_labels: Any = None, moving_labels: Any = None) -> dict[str, Any]:
+    """Key numbers of a registration: method, mean Dice before/after (with both label maps),
+    folds (voxels with det J < 0 and their percentage, |sum det J| over them, min det J),
+    final similarity energy and seconds."""
+    metrics: dict[str, Any] = {"method": _method(result)}
+    grid = result.fixed.grid
+    flab = _labels_image(fixed_labels, grid, "fixed_labels")
+    mlab = _labels_image(moving_labels, result.moving.grid, "moving_labels")
+    if flab is not None and mlab is not None:
+        f = _on_grid(flab, grid, "fixed_labels", labels=True).data
+        before = resample_to_grid(mlab, grid, mode="nearest").data
+        after = result.apply(mlab).data
+        metrics["Dice before"] = _mean_dice(f, before)
+        metrics["Dice"] = _mean_dice(f, after)
+    folds = result.fold_statistics()
+    metrics["folding voxels"] = folds["folding_voxels"]
+    metrics["folding %"] = folds["folding_percent"]
+    metrics["folds |\u03a3 det J<0|"] = folds["folds"]
+    metrics["det J min"] = folds["det_min"]
+    energies = result.energies()
+    if "similarity" in energies:
+        metrics["similarity"] = energies["similarity"]
+    if "total" in result.timings:
+        metrics["seconds"] = result.timings["total"]
+    return metrics
+
+
+def _title(result) -> str:
+    names = []
+    for key in ("moving", "fixed"):
+        info = (result.inputs or {}).get(key) or {}
+        p = info.get("path") if isinstance(info, dict) else None
+        names.append(Path(p).name if p else key)
+    return f"{_method(result)}: {names[0]} \u2192 {names[1]}"
+
+
+def render_result(
+    result,
+    path: str | os.PathLike,
+    fixed_labels: Any = None,
+    moving_labels: Any = None,
+    *,
+    title: str | None = None,
+    metrics: dict | None = None,
+    slice_at: Any = "center",
+    grid_step: int | Sequence[int] | None = None,
+) -> Path:
+    """Write the QC figure of a :class:`~rdmm_pipelines.result.RegistrationResult` (see :func:`render_qc`).
+
+    Args:
+        result: the registration.
+        path: the PNG to write.
+        fixed_labels: optional label map of the fixed image (Image, NIfTI path or tensor on the fixed grid).
+        moving_labels: optional label map of the moving image (Image, NIfTI path or tensor on the
+            moving grid); it is warped with ``result.apply``.
+        title: default "<method>: <moving> -> <fixed>".
+        metrics: shown in the heading; default :func:`result_metrics`, to which these are added.
+        slice_at, grid_step: as for :func:`render_qc`.
+    """
+    fixed = result.fixed
+    flab = _labels_image(fixed_labels, fixed.grid, "fixed_labels")
+    mlab = _labels_image(moving_labels, result.moving.grid, "moving_labels")
+    shown = result_metrics(result, flab, mlab)
+    shown.update(metrics or {})
+    sig = result.sigma_maps()
+    return render_qc(
+        path,
+        fixed=fixed,
+        moving_on_fixed=resample_to_grid(result.moving, fixed.grid),
+        warped=result.warped(),
+        moving_voxels=result.moving_voxels(),
+        jacobian=result.jacobian_determinant(),
+        sigma_t0=None if sig is None else sig[0],
+        sigma_t1=None if sig is None else sig[1],
+        fixed_labels=flab,
+        warped_labels=None if mlab is None else result.apply(mlab),
+        title=_title(result) if title is None else title,
+        metrics=shown,
+        slice_at=slice_at,
+        grid_step=grid_step,
+    )
+
+
+def qc_report(
+    result,
+    out_dir: str | os.PathLike,
+    fixed_labels: Any = None,
+    moving_labels: Any = None,
+    *,
+    name: str = "qc",
+    title: str | None = None,
+    metrics: dict | None = None,
+    slice_at: Any = "center",
+) -> dict[str, Path]:
+    """Write ``<name>.png`` and a self-contained ``<name>.html`` (figure, metrics, configuration)
+    for a registration result into ``out_dir``; returns {"png": ..., "html": ...}."""
+    from .html import write_html_report
+
+    out = Path(out_dir)
+    fixed = result.fixed
+    flab = _labels_image(fixed_labels, fixed.grid, "fixed_labels")
+    mlab = _labels_image(moving_labels, result.moving.grid, "moving_labels")
+    shown = result_metrics(result, flab, mlab)
+    shown.update(metrics or {})
+    title = _title(result) if title is None else title
+    png = render_result(result, out / f"{name}.png", flab, mlab, title=title, metrics=shown, slice_at=slice_at)
+    page = write_html_report(out / f"{name}.html", png, shown, title, config=result.config.to_dict())
+    return {"png": png, "html": page}
