@@ -61,14 +61,39 @@ def cmd_register(args: argparse.Namespace) -> int:
         from .registration import resolve_config
 
         config, preset = resolve_config(args.model, config, preset, None).replace(seed=args.seed), None
+    if args.no_affine:
+        from .registration import resolve_config
+
+        base = resolve_config(args.model, config, preset, None)
+        config, preset = base.replace(affine=base.affine.replace(enabled=False)), None
+    fixed_labels = moving_labels = None
+    if args.fixed_labels or args.moving_labels:
+        if not (args.fixed_labels and args.moving_labels):
+            raise ValueError("give both --fixed-labels and --moving-labels, or neither")
+        from .spatial import load_labels
+
+        fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
     update, close = _progress_bar(not args.quiet, f"{args.model or 'register'}")
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
-                          device=args.device, progress=update)
+                          affine=args.affine, device=args.device, progress=update)
     finally:
         close()
-    paths = result.save(out)
+    extra = None
+    if fixed_labels is not None:
+        from .evaluation import evaluation_record
+
+        record = evaluation_record(out.name, result.config.model, warped_labels=result.apply(moving_labels),
+                                   fixed_labels=fixed_labels, moving_labels=moving_labels,
+                                   det=result.jacobian_determinant(), seconds=result.timings["total"])
+        extra = {"evaluation": record.to_dict()}
+        print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels")
+    paths = result.save(out, extra=extra)
+    if not args.no_qc:
+        from .qc import qc_report
+
+        paths.update(qc_report(result, out, fixed_labels, moving_labels))
     folds = result.fold_statistics()
     print(f"{result.config.model}: {len(result.history)} iterations in {result.timings['total']:.1f} s on "
           f"{result.device}; min det J {folds['det_min']:.3g}, folding voxels {folds['folding_voxels']}")
@@ -126,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help="configuration JSON (or a registration.json to reuse)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--seed", type=int, default=None, help="random seed recorded with the result")
+    r.add_argument("--affine", default=None,
+                   help="use this affine (ITK .txt or ANTs .mat, fixed-to-moving) instead of estimating one")
+    r.add_argument("--no-affine", action="store_true", help="skip the affine pre-registration")
+    r.add_argument("--fixed-labels", default=None, help="fixed label map: Dice in the record and the QC page")
+    r.add_argument("--moving-labels", default=None, help="moving label map (with --fixed-labels)")
+    r.add_argument("--no-qc", action="store_true", help="do not write the QC figure and HTML page")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_register)
 
@@ -136,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--models", nargs="+", default=["vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"],
                    choices=["vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"])
     d.add_argument("--iterations", type=int, nargs=3, default=None, metavar=("COARSE", "MID", "FINE"),
-                   help="L-BFGS iterations per scale (default: 30 30 30)")
+                   help="L-BFGS iterations per scale (default: 20 20 20)")
     d.add_argument("--device", default="auto")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)

@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 import torch
 
 from .config import OptimizerConfig, RegistrationConfig
-from .evaluation import dice_per_label, mean_dice
+from .evaluation import diagonal_product_folds, dice_per_label, mean_dice
 from .presets import get_preset
+from .qc import qc_report
 from .registration import register
 from .spatial import Grid, Image, save_image
 from .synthetic import SyntheticPair, make_pairs_2d
@@ -37,12 +38,23 @@ METHODS: dict[str, tuple[str, str]] = {
 }
 
 
-def method_config(method: str, iterations: Sequence[int] | None = None) -> RegistrationConfig:
-    """The configuration of a named method, optionally with other iteration counts per scale."""
+PAPER_SIZE = 200
+
+
+def method_config(method: str, iterations: Sequence[int] | None = None, size: int = PAPER_SIZE) -> RegistrationConfig:
+    """The configuration of a named method, optionally with other iteration counts per scale.
+
+    The paper's sigmas are in domain units for 200-voxel images; for smaller images they are
+    scaled by 199 / (size - 1) so that every Gaussian spans as many voxels as in the paper.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     preset, model = METHODS[method]
     cfg = get_preset(preset, model)
+    factor = max(1.0, (PAPER_SIZE - 1) / (size - 1))
+    if factor > 1.0:
+        cfg = cfg.replace(kernel=cfg.kernel.replace(sigmas=tuple(s * factor for s in cfg.kernel.sigmas)),
+                          regional=cfg.regional.replace(smoothing_sigma=cfg.regional.smoothing_sigma * factor))
     if iterations is not None:
         cfg = cfg.replace(optimizer=OptimizerConfig(scales=cfg.optimizer.scales, iterations=tuple(iterations),
                                                     map_low_res_factor=cfg.optimizer.map_low_res_factor))
@@ -59,6 +71,7 @@ class PairScore:
     dice_after: float
     folds: float
     folding_voxels: int
+    folding_voxels_diagonal: int
     seconds: float
     iterations: int
 
@@ -90,7 +103,7 @@ def score_pair(
     progress: Callable | None = None,
 ) -> PairScore:
     """Register ``pair.source`` to ``pair.target`` with ``method`` and score it."""
-    cfg = method_config(method, iterations)
+    cfg = method_config(method, iterations, size=max(pair.source.shape[1:]))
     fixed = _image(pair.target, pair.spacing)
     moving = _image(pair.source, pair.spacing)
     regions = _image(pair.source_regions[None], pair.spacing) if method == "rdmm-predefined" else None
@@ -102,11 +115,15 @@ def score_pair(
     before = mean_dice(dice_per_label(pair.source_labels, pair.target_labels))
     after = mean_dice(dice_per_label(warped.data[0], pair.target_labels))
     folds = result.fold_statistics()
+    diagonal = diagonal_product_folds(result.moving_voxels())
     if out_dir is not None:
         result.save(out_dir, extra={"pair": pair.name, "method": method, "dice_before": before, "dice_after": after})
         save_image(warped, out_dir / "warped_labels.nii.gz")
+        qc_report(result, out_dir, _image(pair.target_labels[None], pair.spacing), src_labels,
+                  title=f"{method}: {pair.name}")
     return PairScore(pair=pair.name, method=method, dice_before=before, dice_after=after, folds=folds["folds"],
-                     folding_voxels=folds["folding_voxels"], seconds=seconds, iterations=len(result.history))
+                     folding_voxels=folds["folding_voxels"],
+                     folding_voxels_diagonal=diagonal["folding_voxels_diagonal"], seconds=seconds, iterations=len(result.history))
 
 
 def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
@@ -123,6 +140,8 @@ def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
             "dice_after_std": (mean([(s.dice_after - mean([t.dice_after for t in ss])) ** 2 for s in ss])) ** 0.5,
             "folds": mean([s.folds for s in ss]),
             "pairs_with_folds": sum(s.folding_voxels > 0 for s in ss),
+            "folding_voxels": mean([s.folding_voxels for s in ss]),
+            "folding_voxels_diagonal": mean([s.folding_voxels_diagonal for s in ss]),
             "seconds_per_pair": mean([s.seconds for s in ss]),
         })
     return rows
@@ -147,11 +166,13 @@ def write_scores_csv(scores: Sequence[PairScore], path: Path) -> Path:
 
 def format_summary(rows: Sequence[dict]) -> str:
     """A plain-text table of :func:`summarize` rows."""
-    head = f"{'method':16s} {'pairs':>5s} {'Dice before':>11s} {'Dice after':>16s} {'folds':>8s} {'pairs w/ folds':>14s} {'s/pair':>7s}"
+    head = (f"{'method':16s} {'pairs':>5s} {'Dice before':>11s} {'Dice after':>16s} {'folds':>8s} "
+            f"{'fold vox':>9s} {'diag-prod vox':>13s} {'pairs w/ folds':>14s} {'s/pair':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['method']:16s} {r['pairs']:5d} {r['dice_before']:11.3f} "
                      f"{r['dice_after']:9.3f} ± {r['dice_after_std']:.3f} {r['folds']:8.3f} "
+                     f"{r['folding_voxels']:9.1f} {r['folding_voxels_diagonal']:13.1f} "
                      f"{r['pairs_with_folds']:14d} {r['seconds_per_pair']:7.1f}")
     return "\n".join(lines)
 
@@ -173,7 +194,7 @@ def run_demo(
         report: receives one line of text per registration and the summary table.
         progress: ``progress(description, total_iterations)`` returns (callback for ``register``, close).
     """
-    iterations = tuple(iterations) if iterations is not None else (30, 30, 30)
+    iterations = tuple(iterations) if iterations is not None else (20, 20, 20)
     data = make_pairs_2d(pairs, seed=seed, size=size)
     scores: list[PairScore] = []
     for pair in data:

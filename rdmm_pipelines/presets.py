@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import (
+    AffineConfig,
     KernelConfig,
     OptimizerConfig,
     RegionalConfig,
@@ -27,12 +28,15 @@ def default(model: str = "rdmm") -> RegistrationConfig:
 
 def synthetic_predefined(model: str = "rdmm") -> RegistrationConfig:
     """Paper, 2D synthetic, pre-defined regulariser: sigma = {.03,.06,.09,.3}, h0^2 = {.2,.5,.3,0}
-    in the foreground region and {0,0,0,1} outside, G_sigma = 0.02, 60 iterations per scale."""
+    in the foreground region and {0,0,0,1} outside, 60 iterations per scale. The region map is
+    smoothed by 0.02 and G_sigma = 0.05, as in the authors' settings file (with G_sigma = 0.02 on
+    the raw map, 4x more voxels folded on our benchmark pair)."""
     return RegistrationConfig(
         model=model,
+        affine=AffineConfig(enabled=False),  # the paper's synthetic pairs are registered without one
         kernel=KernelConfig(sigmas=(0.03, 0.06, 0.09, 0.3), weights=(0.2, 0.5, 0.3, 0.0)),
         regional=RegionalConfig(source="predefined", region_weights=((0.0, 0.0, 0.0, 1.0), (0.2, 0.5, 0.3, 0.0)),
-                                smoothing_sigma=0.02),
+                                smoothing_sigma=0.05, region_smoothing_sigma=0.02),
         optimizer=OptimizerConfig(iterations=(60, 60, 60)),
     )
 
@@ -42,6 +46,7 @@ def synthetic_optimized(model: str = "rdmm") -> RegistrationConfig:
     {.1,.3,.3,.3}, C_Range = 10, C_OMT = 0.05, K = 10, G_sigma = 0.05, iterations {100,100,400}."""
     return RegistrationConfig(
         model=model,
+        affine=AffineConfig(enabled=False),  # the paper's synthetic pairs are registered without one
         kernel=KernelConfig(sigmas=(0.02, 0.04, 0.06, 0.08), weights=(0.1, 0.3, 0.3, 0.3)),
         regional=RegionalConfig(source="optimized", smoothing_sigma=0.05, c_range=10.0, c_omt=0.05, decay_k=10.0),
         optimizer=OptimizerConfig(iterations=(100, 100, 400)),

@@ -16,14 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import MODELS, ConfigError, RegistrationConfig
+from .affine import AffineTransform, affine_register
+from .config import MODELS, RegistrationConfig
+from .core.interpolation import sample_voxel
 from .core.interpolation import resize_field
 from .optim.multiscale import IterationRecord, optimize
-from .optim.preweights import preweights_from_regions
+from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
-from .spatial import Grid, Image, load_image, load_labels, normalize_intensity, resample_to_grid
+from .spatial import Grid, Image, load_image, load_labels, normalize_intensity
 
 __all__ = ["register", "as_image", "as_labels", "resolve_config"]
 
@@ -92,6 +94,13 @@ def resolve_config(
     return cfg
 
 
+def _read_affine(affine: AffineTransform | str | os.PathLike, ndim: int) -> AffineTransform:
+    transform = affine if isinstance(affine, AffineTransform) else AffineTransform.read(affine)
+    if transform.ndim != ndim:
+        raise ValueError(f"the given affine is {transform.ndim}D but the images are {ndim}D")
+    return transform
+
+
 def _same_grid(a: Grid, b: Grid) -> bool:
     return a.shape == b.shape and np.allclose(a.affine_matrix, b.affine_matrix, atol=1e-4)
 
@@ -111,6 +120,7 @@ def register(
     preset: str | None = None,
     regularizer: str | None = None,
     region_labels: ImageLike | None = None,
+    affine: AffineTransform | str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[IterationRecord, int], None] | None = None,
 ) -> RegistrationResult:
@@ -123,6 +133,9 @@ def register(
         regularizer: RDMM pre-weight source, "predefined" or "optimized" (overrides the config's).
         region_labels: for "predefined": a label map in the moving image's space and on its grid;
             region r gets h0^2 = ``config.regional.region_weights[r]``.
+        affine: a given affine pre-registration (an :class:`AffineTransform`, or an ITK .txt /
+            ANTs .mat file, fixed-to-moving as ITK writes them) used instead of estimating one;
+            otherwise one is estimated when ``config.affine.enabled`` (the default).
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: called after each optimiser iteration with (record, total iterations).
 
@@ -157,6 +170,7 @@ def register(
     elif region_labels is not None:
         log.warning("region_labels ignored: model %s with a %s regulariser does not use them", cfg.model, cfg.regional.source)
 
+    given_affine = _read_affine(affine, fixed_img.ndim) if affine is not None else None
     dev = resolve_device(device)
     if cfg.normalize_intensity:
         fixed_n = normalize_intensity(fixed_img)
@@ -164,13 +178,26 @@ def register(
     else:
         fixed_n, moving_n = fixed_img, moving_img
     grid = fixed_img.grid
+    notes: list[str] = []
+    if given_affine is not None:
+        transform = given_affine
+    elif cfg.affine.enabled:
+        estimate = affine_register(fixed_img, moving_img, cfg.affine, device=dev)
+        transform = estimate.transform
+        notes += list(estimate.warnings)
+    else:
+        transform = AffineTransform.identity(fixed_img.ndim)
+    t_affine = time.perf_counter()
     target = fixed_n.batch().to(dev, torch.float32)
-    source = resample_to_grid(moving_n, grid, mode="linear", padding="border").batch().to(dev, torch.float32)
+    to_moving = transform.moving_voxels(grid, moving_n.grid, dtype=torch.float32, device=dev)
+    source = sample_voxel(moving_n.batch().to(dev, torch.float32), to_moving, mode="linear", padding="zeros")
     h0_full = None
-    if regions is not None:
-        on_fixed = resample_to_grid(regions, grid, mode="nearest", padding="zeros")
-        h0_full = preweights_from_regions(on_fixed.data[0], cfg.regional.region_weights).to(dev)
     sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    if regions is not None:
+        to_regions = transform.moving_voxels(grid, regions.grid, dtype=torch.float64, device=dev)
+        on_fixed = sample_voxel(regions.batch().to(dev, torch.float64), to_regions, mode="nearest", padding="zeros")
+        h0_full = preweights_from_regions(on_fixed[0, 0].round().long(), cfg.regional.region_weights).to(dev)
+        h0_full = smooth_region_preweights(h0_full, grid.domain_spacing, cfg.regional.region_smoothing_sigma * sigma_scale)
     t_prep = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
@@ -185,9 +212,11 @@ def register(
     return RegistrationResult(
         fixed=fixed_img, moving=moving_img, config=cfg, phi=phi, map_grid=map_grid, map_phi=out.phi.cpu(),
         m0=out.m0.cpu(), h0=None if out.h0 is None else out.h0.cpu(), model=out.model, history=out.history,
-        timings={"preprocess": t_prep - t0, "optimize": t_opt - t_prep, "total": time.perf_counter() - t0},
+        affine=transform,
+        timings={"affine": t_affine - t0, "preprocess": t_prep - t_affine, "optimize": t_opt - t_prep,
+                 "total": time.perf_counter() - t0},
         device=device_description(dev),
         inputs={"fixed": _describe(fixed), "moving": _describe(moving),
                 "region_labels": _describe(region_labels) if region_labels is not None else None},
-        warnings=list(out.warnings),
+        warnings=notes + list(out.warnings),
     )

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .affine import AffineTransform
 from .config import RegistrationConfig
 from .evaluation import fold_statistics, jacobian_determinant_physical
 from .core.interpolation import resize_field, sample, sample_voxel
@@ -30,6 +31,7 @@ OUTPUT_FILES = {
     "warped": "warped.nii.gz",
     "displacement": "displacement_itk.nii.gz",
     "jacobian": "jacobian_det.nii.gz",
+    "affine": "affine_itk.txt",
     "momentum": "momentum.nii.gz",
     "preweights": "preweights.nii.gz",
     "sigma_t0": "sigma_t0.nii.gz",
@@ -55,6 +57,8 @@ class RegistrationResult:
         m0: (1, d, *S_map) initial momentum (domain units).
         h0: (1, N, *S_map) initial pre-weights (RDMM) or None.
         model: the shooting model on the map grid (its metric carries the sigmas in domain units).
+        affine: the affine pre-registration (fixed world -> moving world), composed after phi:
+            the full transform is x -> A(phi^-1(x)). None means the identity.
         history: energies per L-BFGS iteration.
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
@@ -68,6 +72,7 @@ class RegistrationResult:
     m0: Tensor
     h0: Tensor | None
     model: ShootingModel
+    affine: AffineTransform | None = None
     history: list[IterationRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
@@ -76,8 +81,15 @@ class RegistrationResult:
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
-        """(1, d, *S_fixed) voxel indices into ``grid`` (default: the moving grid) per fixed voxel."""
-        return domain_map_to_moving_voxels(self.phi, self.fixed.grid, grid or self.moving.grid)
+        """(1, d, *S_fixed) voxel indices into ``grid`` (default: the moving grid) per fixed voxel:
+        the affine composed with the deformation, M @ [phi; 1]."""
+        target = grid or self.moving.grid
+        if self.affine is None:
+            return domain_map_to_moving_voxels(self.phi, self.fixed.grid, target)
+        M = torch.as_tensor(self.affine.domain_matrix(self.fixed.grid, target), dtype=torch.float64)
+        d = self.fixed.ndim
+        out = torch.einsum("kl,bl...->bk...", M[:d, :d], self.phi.double()) + M[:d, d].view(1, d, *([1] * d))
+        return out.to(self.phi.dtype)
 
     def apply(self, image: Image, interpolation: str | None = None) -> Image:
         """Warp an image living in moving space (any grid) onto the fixed grid.
@@ -166,6 +178,8 @@ class RegistrationResult:
         paths["displacement"] = save_itk_displacement_field(
             out / OUTPUT_FILES["displacement"], self.fixed.grid, self.moving_voxels(), self.moving.grid)
         paths["jacobian"] = save_image(self.jacobian_determinant(), out / OUTPUT_FILES["jacobian"])
+        if self.affine is not None:
+            paths["affine"] = self.affine.to_itk_txt(out / OUTPUT_FILES["affine"])
         paths["momentum"] = save_image(Image(self.m0[0].float().cpu(), self.map_grid), out / OUTPUT_FILES["momentum"])
         sig = self.sigma_maps()
         if self.h0 is not None and sig is not None:
@@ -181,6 +195,7 @@ class RegistrationResult:
             "inputs": self.inputs,
             "timings_seconds": self.timings,
             "energies": self.energies(),
+            "affine_fixed_to_moving_ras": None if self.affine is None else self.affine.to_list(),
             "folds": self.fold_statistics(),
             "iterations": len(self.history),
             "history": [dataclasses.asdict(r) for r in self.history],

@@ -119,7 +119,8 @@ def test_3d_phantom_rdmm_predefined_improves_lung_dice():
 @pytest.fixture()
 def files(tmp_path, pair):
     paths = {}
-    for name, t in (("fixed", pair.target), ("moving", pair.source), ("regions", pair.source_regions[None])):
+    for name, t in (("fixed", pair.target), ("moving", pair.source), ("regions", pair.source_regions[None]),
+                    ("fixed_labels", pair.target_labels[None]), ("moving_labels", pair.source_labels[None])):
         paths[name] = save_image(img(t, pair.spacing), tmp_path / f"{name}.nii.gz")
     paths["3d"] = save_image(img(torch.rand(1, 8, 8, 8), (1.0, 1.0, 1.0)), tmp_path / "vol.nii.gz")
     paths["const"] = save_image(img(torch.ones(1, 64, 64), (1.0, 1.0)), tmp_path / "const.nii.gz")
@@ -169,9 +170,13 @@ def test_cli_register_writes_outputs_and_leaves_inputs_alone(files, tmp_path, ca
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     rc = main(["register", str(files["fixed"]), str(files["moving"]), "--out", str(tmp_path / "o"),
                "--config", str(tmp_path / "cfg.json"), "--region-labels", str(files["regions"]),
-               "--device", "cpu", "-q", "--seed", "7"])
+               "--device", "cpu", "-q", "--seed", "7", "--fixed-labels", str(files["fixed_labels"]),
+               "--moving-labels", str(files["moving_labels"])])
     assert rc == 0
     rec = json.loads((tmp_path / "o" / "registration.json").read_text())
+    assert 0 < rec["evaluation"]["mean_dice"] <= 1 and rec["evaluation"]["dice"]
+    assert (tmp_path / "o" / "qc.png").stat().st_size > 10_000
+    assert "Dice" in (tmp_path / "o" / "qc.html").read_text()
     assert rec["seed"] == 7 and rec["inputs"]["fixed"]["sha256"] == before["fixed"]
     assert {k: _digest(files[k]) for k in ("fixed", "moving", "regions")} == before
     assert "outputs in" in capsys.readouterr().out

@@ -68,6 +68,11 @@ def sample_voxel(
             "must be (B, C, *S) and (B, d, *S') with d = 2 or 3"
         )
     grid = voxel_to_grid_sample(coords, field.shape[2:]).to(field.dtype)
+    # Far outside the field (|g| > 3, three field extents away) the value and the gradient do not
+    # depend on the coordinate for either padding, so clamping there changes nothing; it also keeps
+    # non-finite coordinates (a diverged line-search trial) away from grid_sample, whose backward
+    # pass crashes on them.
+    grid = torch.nan_to_num(grid, nan=3.0, posinf=3.0, neginf=-3.0).clamp(-3.0, 3.0)
     if grid.shape[0] != field.shape[0]:
         if grid.shape[0] == 1:
             grid = grid.expand(field.shape[0], *grid.shape[1:])

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..core.gaussian import smooth_preserving
 from ..core.interpolation import resize_field
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "preweights_from_regions",
     "constant_preweights",
     "resize_preweights",
+    "smooth_region_preweights",
 ]
 
 _EPS = 1e-12
@@ -62,6 +64,18 @@ def preweights_from_regions(regions: Tensor, region_weights: Sequence[Sequence[f
         )
     h = table.to(labels.device)[labels]  # (*S, N)
     return h.movedim(-1, 0).unsqueeze(0).contiguous()
+
+
+def smooth_region_preweights(h: Tensor, spacing: Sequence[float], sigma: float) -> Tensor:
+    """Gaussian-smooth pre-weights made from a region map and renormalise sum_i h_i^2 = 1.
+
+    Args:
+        h: (B, N, *S) pre-weights; sigma: domain units (0 returns ``h`` unchanged).
+    """
+    if sigma <= 0:
+        return h
+    out = smooth_preserving(h, spacing, sigma)
+    return out / out.norm(dim=1, keepdim=True).clamp_min(_EPS)
 
 
 def resize_preweights(h: Tensor, shape: Sequence[int]) -> Tensor:
