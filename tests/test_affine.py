@@ -9,7 +9,6 @@ own voxels, so that ``fixed(p) = moving(A_true p)`` exactly: the truth is ``A_tr
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from rdmm_pipelines.config import ConfigError
 from rdmm_pipelines.core.interpolation import sample_voxel
 from rdmm_pipelines.similarity import NCC, SSD
 from rdmm_pipelines.spatial import Grid, Image, resample_to_grid, save_image
+from geometry import rotation
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,13 +40,6 @@ def _single_thread():
 
 
 # ------------------------------------------------------------------------------------ helpers
-def rotation(axis, degrees: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    t = math.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
 def centred_grid(shape, rot, spacing, centre) -> Grid:
     """Grid whose central voxel sits at world ``centre`` (3 values)."""
     d = len(shape)

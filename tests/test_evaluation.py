@@ -28,13 +28,7 @@ from rdmm_pipelines.evaluation import (
     write_csv,
 )
 from rdmm_pipelines.spatial import Grid, Image
-
-
-def rotation(axis, degrees: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    t = math.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
+from geometry import rotation
 
 
 def make_grid(shape, rot, spacing, origin) -> Grid:

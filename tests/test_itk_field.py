@@ -7,7 +7,6 @@ LPS/RAS signs, the vector layout or the axis order shows up as a large differenc
 
 from __future__ import annotations
 
-import math
 
 import nibabel as nib
 import numpy as np
@@ -23,23 +22,10 @@ from rdmm_pipelines.spatial import (
     save_image,
     save_itk_displacement_field,
 )
+from geometry import rotation, make_affine
 
 ants = pytest.importorskip("ants")
 pytestmark = pytest.mark.ants
-
-
-def rotation(axis, degrees: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    t = math.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
-def make_affine(rot: np.ndarray, spacing, origin) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag(spacing)
-    a[:3, 3] = origin
-    return a
 
 
 def centred(shape, rot, spacing, centre) -> Grid:

@@ -1,8 +1,6 @@
 """A registration's saved transform, applied by ANTs, reproduces our own warped outputs
 (3D, oblique and anisotropic grids that differ between fixed and moving, affine + deformation)."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,22 +9,13 @@ from rdmm_pipelines import Grid, Image, KernelConfig, OptimizerConfig, get_prese
 from rdmm_pipelines.config import AffineConfig
 from rdmm_pipelines.synthetic import make_phantom_3d
 
+from geometry import make_affine, rotation
+
 ants = pytest.importorskip("ants")
 
 
-def rotation(deg: float, axis: int) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    r = np.eye(3)
-    i, j = [k for k in range(3) if k != axis]
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
 def oblique(spacing, deg, axis, origin) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = rotation(deg, axis) @ np.diag(spacing)
-    a[:3, 3] = origin
-    return a
+    return make_affine(rotation(np.eye(3)[axis], deg), spacing, origin)
 
 
 @pytest.fixture(scope="module")

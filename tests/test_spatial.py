@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import math
 
 import nibabel as nib
 import numpy as np
@@ -25,20 +24,7 @@ from rdmm_pipelines.spatial import (
     save_image,
     save_itk_displacement_field,
 )
-
-
-def rotation(axis, degrees: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    t = math.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
-def make_affine(rot: np.ndarray, spacing, origin) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag(spacing)
-    a[:3, 3] = origin
-    return a
+from geometry import rotation, make_affine
 
 
 OBLIQUE = make_affine(rotation([1, 2, 0.5], 25), (1.2, 0.9, 2.0), (-30.0, 12.0, 5.5))
