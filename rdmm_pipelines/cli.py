@@ -1,4 +1,4 @@
-"""Command line: ``rdmm register``, ``rdmm demo`` and ``rdmm presets``.
+"""Command line: ``rdmm register``, ``apply``, ``evaluate``, ``demo`` and ``presets``.
 
 Exit codes: 0 success, 2 bad input or usage (a one-line message on stderr), 1 unexpected failure.
 """
@@ -119,6 +119,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_path(result: str) -> Path:
+    """The displacement field of a result directory (or the field file itself)."""
+    from .result import OUTPUT_FILES
+
+    p = Path(result)
+    field = p / OUTPUT_FILES["displacement"] if p.is_dir() else p
+    if not field.is_file():
+        raise FileNotFoundError(f"{field}: no displacement field (give a result directory or a field file)")
+    return field
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .spatial import load_image, load_labels, save_image
+    from .transforms import DenseTransform
+
+    image = load_labels(args.image) if args.labels else load_image(args.image)
+    out = Path(args.out)
+    if out.resolve() == Path(args.image).resolve():
+        raise ValueError(f"{out}: the output would overwrite the input image")
+    field = _field_path(args.result)
+    if args.inverse:
+        if not args.reference:
+            raise ValueError("--inverse needs --reference: an image on the moving (source) grid")
+        reference = load_image(args.reference)
+        transform = DenseTransform.from_displacement_field(field, reference.grid).inverse()
+    else:
+        transform = DenseTransform.from_displacement_field(field, image.grid)
+    warped = transform.apply(image, "nearest" if args.labels else args.interpolation)
+    save_image(warped, out)
+    direction = "fixed -> moving grid (inverse)" if args.inverse else "moving -> fixed grid"
+    print(f"{args.image} warped {direction}: {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import (
+        evaluation_record,
+        jacobian_determinant_physical,
+        read_points,
+        target_registration_error,
+        warp_labels,
+        write_csv,
+    )
+    from .spatial import load_labels
+    from .transforms import DenseTransform
+
+    fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
+    transform = DenseTransform.from_displacement_field(_field_path(args.result), moving_labels.grid)
+    if transform.fixed_grid.shape != fixed_labels.grid.shape:
+        raise ValueError(f"{args.fixed_labels}: grid {fixed_labels.grid} is not the result's fixed grid "
+                         f"{transform.fixed_grid}")
+    warped = warp_labels(moving_labels, transform.moving_voxels, transform.fixed_grid,
+                         method="onehot" if args.onehot else "nearest")
+    det = jacobian_determinant_physical(transform.moving_voxels.double(), transform.fixed_grid,
+                                        transform.moving_grid)
+    tre = None
+    if args.fixed_points or args.moving_points:
+        if not (args.fixed_points and args.moving_points):
+            raise ValueError("give both --fixed-points and --moving-points, or neither")
+        tre = target_registration_error(read_points(args.fixed_points), read_points(args.moving_points),
+                                        transform.moving_voxels, transform.fixed_grid, transform.moving_grid)
+    record = evaluation_record(args.pair_id or Path(args.result).name, args.method, warped_labels=warped,
+                               fixed_labels=fixed_labels, moving_labels=moving_labels, det=det, tre=tre)
+    out = Path(args.out)
+    record.to_json(out)
+    if args.csv:
+        write_csv([record], args.csv)
+    tre_text = f", TRE {record.tre['mean']:.3g} mm" if record.tre else ""
+    print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels, folding voxels "
+          f"{record.folds['folding_voxels']}{tre_text}; written to {out}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .presets import PRESETS, get_preset
 
@@ -171,6 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("apply", help="apply a saved registration to another image or label map")
+    a.add_argument("result", help="result directory (or its displacement_itk.nii.gz)")
+    a.add_argument("image", help="image in moving space (with --inverse: in fixed space)")
+    a.add_argument("--out", required=True, help="output NIfTI")
+    a.add_argument("--labels", action="store_true", help="the image is a label map (nearest neighbour)")
+    a.add_argument("--interpolation", choices=("linear", "nearest"), default="linear")
+    a.add_argument("--inverse", action="store_true", help="go back: resample a fixed-space image onto the moving grid")
+    a.add_argument("--reference", default=None, help="with --inverse: an image on the moving grid")
+    a.set_defaults(func=cmd_apply)
+
+    e = sub.add_parser("evaluate", help="Dice, Jacobian folds and landmark TRE of a saved registration")
+    e.add_argument("result", help="result directory (or its displacement_itk.nii.gz)")
+    e.add_argument("--fixed-labels", required=True)
+    e.add_argument("--moving-labels", required=True)
+    e.add_argument("--fixed-points", default=None, help="landmarks in fixed space (text or CSV, world RAS mm)")
+    e.add_argument("--moving-points", default=None, help="corresponding landmarks in moving space")
+    e.add_argument("--onehot", action="store_true", help="warp labels by one-hot linear interpolation")
+    e.add_argument("--pair-id", default=None)
+    e.add_argument("--method", default="rdmm")
+    e.add_argument("--out", required=True, help="evaluation JSON")
+    e.add_argument("--csv", default=None, help="also write one CSV row here")
+    e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("presets", help="list the configuration presets")
     s.add_argument("--show", action="store_true", help="print each preset's full configuration")
