@@ -15,12 +15,13 @@ from torch import Tensor
 from .affine import AffineTransform
 from .config import RegistrationConfig
 from .evaluation import fold_statistics, jacobian_determinant_physical
-from .core.interpolation import resize_field, sample, sample_voxel
+from .core.interpolation import resize_field, sample
 from .metric import sigma_map
 from .models.shooting import RDMM, ShootingModel
 from .optim.multiscale import IterationRecord
 from .provenance import write_json_atomic
 from .spatial import Grid, Image, domain_map_to_moving_voxels, save_image, save_itk_displacement_field
+from .transforms import DenseTransform, save_result_composite
 
 __all__ = ["RegistrationResult", "OUTPUT_FILES"]
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 OUTPUT_FILES = {
     "warped": "warped.nii.gz",
     "displacement": "displacement_itk.nii.gz",
+    "composite": "transform_composite.h5",
     "jacobian": "jacobian_det.nii.gz",
     "affine": "affine_itk.txt",
     "momentum": "momentum.nii.gz",
@@ -91,6 +93,11 @@ class RegistrationResult:
         out = torch.einsum("kl,bl...->bk...", M[:d, :d], self.phi.double()) + M[:d, d].view(1, d, *([1] * d))
         return out.to(self.phi.dtype)
 
+    def transform(self) -> DenseTransform:
+        """The full fixed-to-moving transform as a :class:`~rdmm_pipelines.transforms.DenseTransform`
+        (apply it, invert it, map points, save it)."""
+        return DenseTransform.from_result(self)
+
     def apply(self, image: Image, interpolation: str | None = None) -> Image:
         """Warp an image living in moving space (any grid) onto the fixed grid.
 
@@ -101,16 +108,7 @@ class RegistrationResult:
         Returns:
             (C, *S_fixed) image on the fixed grid, same dtype; zero outside the image.
         """
-        if image.ndim != self.fixed.ndim:
-            raise ValueError(f"cannot apply a {self.fixed.ndim}D transform to a {image.ndim}D image")
-        mode = interpolation or ("nearest" if image.is_labels else "linear")
-        if image.is_labels and mode != "nearest":
-            raise ValueError("label maps must be warped with nearest-neighbour interpolation")
-        coords = self.moving_voxels(image.grid).to(image.data.device)
-        work = torch.float64 if image.is_labels else image.data.dtype
-        out = sample_voxel(image.data[None].to(work), coords.to(work), mode=mode, padding="zeros")[0]
-        out = out.round().to(image.data.dtype) if image.is_labels else out
-        return Image(out, self.fixed.grid)
+        return self.transform().apply(image, interpolation)
 
     def warped(self) -> Image:
         """The moving image warped onto the fixed grid (original intensities)."""
@@ -175,6 +173,7 @@ class RegistrationResult:
         record_path.unlink(missing_ok=True)  # an old record must not vouch for new files
         paths: dict[str, Path] = {}
         paths["warped"] = save_image(self.warped(), out / OUTPUT_FILES["warped"])
+        paths["composite"] = save_result_composite(out / OUTPUT_FILES["composite"], self)
         paths["displacement"] = save_itk_displacement_field(
             out / OUTPUT_FILES["displacement"], self.fixed.grid, self.moving_voxels(), self.moving.grid)
         paths["jacobian"] = save_image(self.jacobian_determinant(), out / OUTPUT_FILES["jacobian"])

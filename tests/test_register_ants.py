@@ -73,3 +73,17 @@ def test_ants_applies_the_affine_file_like_our_affine_stage(saved):
     ours = sample_voxel(result.moving.data[None].double(), vox, padding="zeros")[0, 0].numpy()
     rng = float(ours.max() - ours.min())
     assert np.abs(_interior(theirs) - _interior(ours)).max() < 1e-3 * rng
+
+
+def test_ants_applies_the_composite_h5_like_we_do(saved):
+    pytest.importorskip("h5py")
+    result, labels, out = saved
+    f = ants.image_read(str(out / "fixed.nii.gz"))
+    m = ants.image_read(str(out / "moving.nii.gz"))
+    theirs = ants.apply_transforms(f, m, [str(out / "transform_composite.h5")], interpolator="linear").numpy()
+    ours = result.warped().data[0].numpy()
+    rng = float(ours.max() - ours.min())
+    assert np.abs(_interior(theirs) - _interior(ours)).max() < 1e-3 * rng
+    ml = ants.image_read(str(out / "moving_labels.nii.gz"))
+    lab = ants.apply_transforms(f, ml, [str(out / "transform_composite.h5")], interpolator="nearestNeighbor").numpy()
+    assert (_interior(lab).round() == _interior(result.apply(labels).data[0].numpy())).mean() > 0.99

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import _AFFINE_INITS as _INITS
-from ..config import AffineConfig, ConfigError
+from ..config import AffineConfig
 from ..core.interpolation import sample_voxel
 from ..similarity import make_similarity
 from ..spatial.grid import Grid
