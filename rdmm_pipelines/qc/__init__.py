@@ -7,7 +7,8 @@ self-contained HTML report. matplotlib is imported only when a figure is drawn.
 * :func:`write_html_report`: the HTML page; :func:`qc_report`: PNG + HTML for a result.
 """
 
-from .figures import format_value, qc_figure, qc_report, render_qc, render_result, result_metrics
+from .figures import format_value, qc_figure, render_qc
+from .report import qc_report, render_result, result_metrics
 from .html import html_report, write_html_report
 
 __all__ = [
