@@ -13,7 +13,6 @@ pairs in one process so they can be compared side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

@@ -72,7 +72,9 @@ def test_setup_cfg_lists_every_package():
     listed = set(cfg["options"]["packages"].split())
     found = {"rdmm_pipelines." + ".".join(p.parent.relative_to(LIB).parts) if p.parent != LIB else "rdmm_pipelines"
              for p in LIB.rglob("__init__.py")}
-    found |= {"rdmm_pipelines.interfaces", "rdmm_pipelines.workflows"}
+    for top in ("interfaces", "workflows"):
+        found |= {".".join(["rdmm_pipelines", top, *p.parent.relative_to(ROOT / top).parts])
+                  for p in (ROOT / top).rglob("__init__.py")}
     assert found <= listed, f"missing from setup.cfg: {sorted(found - listed)}"
     assert listed <= found, f"listed but absent: {sorted(listed - found)}"
 
