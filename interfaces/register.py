@@ -1,0 +1,203 @@
+"""RdmmRegistration: one fixed/moving pair registered with vSVF, LDDMM or RDMM.
+
+A thin task around :func:`rdmm_pipelines.register`; :func:`register_pair` is the same stage as a
+plain function (used by the nipype interface too).
+"""
+
+import logging
+import math
+import os
+import shutil
+import typing as ty
+from pathlib import Path
+
+from fileformats.application import Json
+from fileformats.generic import Directory, File
+from fileformats.medimage import NiftiGz
+
+from rdmm_pipelines.config import MODELS
+from rdmm_pipelines.presets import PRESETS
+
+from ._pydra import Outputs, Task, arg, define
+from .common import (
+    NiftiImage,
+    check_config_json,
+    check_device,
+    check_nifti,
+    check_subject_id,
+    check_threads,
+    guarded,
+    output_path,
+    read_config,
+    task_device,
+    thread_limits,
+)
+
+__all__ = ["RdmmRegistration", "register_pair", "REGISTRATION_FILES", "REGULARIZERS"]
+
+log = logging.getLogger(__name__)
+
+#: RDMM pre-weight sources
+REGULARIZERS = ("predefined", "optimized")
+
+#: output name -> (key in ``RegistrationResult.save``'s paths, file suffix)
+REGISTRATION_FILES = {
+    "warped": ("warped", "warped.nii.gz"),
+    "displacement": ("displacement", "displacement.nii.gz"),
+    "composite": ("composite", "composite.h5"),
+    "jacobian": ("jacobian", "jacobian.nii.gz"),
+    "record": ("record", "registration.json"),
+}
+
+
+def _link(source: Path, target: Path) -> Path:
+    """``target`` as a hard link to ``source`` (a copy where links are impossible)."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+def register_pair(
+    fixed: os.PathLike | str,
+    moving: os.PathLike | str,
+    *,
+    subject_id: str,
+    model: str = "rdmm",
+    regularizer: str | None = None,
+    region_labels: os.PathLike | str | None = None,
+    preset: str | None = None,
+    config_json: os.PathLike | str | None = None,
+    affine: os.PathLike | str | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    out_dir: os.PathLike | str | None = None,
+) -> dict[str, ty.Any]:
+    """Register ``moving`` to ``fixed`` and write the results into ``out_dir`` (default: the
+    working directory).
+
+    The library's complete result directory (``registration.json``, warped image, ITK
+    displacement field and composite transform, det J, momentum, RDMM pre-weights and sigma maps)
+    is ``{subject_id}_{model}/``; the main files are also linked beside it under per-subject names
+    ``{subject_id}_{model}_warped.nii.gz`` etc. (:data:`REGISTRATION_FILES`).
+
+    Returns:
+        ``{"warped", "displacement", "composite", "jacobian", "record", "result_dir"}`` paths and
+        ``device_used`` ("cpu", "cuda:0"), ``seconds`` (the library's total time).
+    """
+    from rdmm_pipelines import register
+
+    config = read_config(Path(os.fspath(config_json))) if config_json is not None else None
+    with thread_limits(threads):
+        dev = task_device(device)
+        result = register(
+            os.fspath(fixed), os.fspath(moving), model, config=config, preset=preset or None,
+            regularizer=regularizer or None,
+            region_labels=None if region_labels is None else os.fspath(region_labels),
+            affine=None if affine is None else os.fspath(affine), device=dev)
+        folder = output_path(subject_id, model, "", "", out_dir)
+        paths = result.save(folder, extra={"subject_id": subject_id})
+    outputs: dict[str, ty.Any] = {"result_dir": folder}
+    for name, (key, suffix) in REGISTRATION_FILES.items():
+        what, ext = suffix.split(".", 1)
+        outputs[name] = _link(paths[key], output_path(subject_id, model, what, f".{ext}", out_dir))
+    outputs["device_used"] = str(dev)
+    outputs["seconds"] = float(result.timings.get("total", math.nan))
+    return outputs
+
+
+def _run_registration(
+    fixed, moving, subject_id, model, regularizer, region_labels, preset, config_json, affine,
+    device, threads
+):
+    """The body of :class:`RdmmRegistration` (module level: worker processes import it)."""
+    failed = {name: None for name in (*REGISTRATION_FILES, "result_dir")}
+    outputs = guarded(
+        lambda: register_pair(
+            fixed, moving, subject_id=subject_id, model=model, regularizer=regularizer,
+            region_labels=region_labels, preset=preset, config_json=config_json, affine=affine,
+            device=device, threads=threads),
+        {**failed, "device_used": "", "seconds": math.nan},
+        what=f"{subject_id}: RdmmRegistration ({model})",
+        error_file=output_path(subject_id, model, "error", ".txt"))
+    return {**outputs, "subject_id": subject_id, "method": model}
+
+
+@define
+class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
+    """Register a moving (source) image to a fixed (target) image with vSVF, LDDMM or RDMM.
+
+    Calls :func:`rdmm_pipelines.register` (affine pre-registration, then the shooting model) and
+    writes the result on the fixed grid. A pair that cannot be registered gives
+    ``status="failed"`` and the error in ``message`` (the files are then None) instead of
+    raising. The device is resolved when the task runs; ``device_used`` says which it was.
+
+    Args:
+        fixed: target image I1 (NIfTI .nii or .nii.gz); every output lies on its grid.
+        moving: source image I0 (NIfTI), any grid in the same world space.
+        subject_id: pair identifier used in output file names (letters, digits, '.', '_', '-').
+        model: "vsvf", "lddmm" or "rdmm"; overrides the configuration's model.
+        regularizer: RDMM pre-weight source, "predefined" (needs region_labels) or "optimized";
+            default: the configuration's.
+        region_labels: label map of the moving image (its grid) for a predefined RDMM
+            regulariser: region r gets the configuration's region_weights[r].
+        preset: a preset name of rdmm_pipelines.PRESETS (default "default"); not with config_json.
+        config_json: a RegistrationConfig as JSON (RegistrationConfig.to_dict()); unknown keys are
+            refused when the task is built.
+        affine: a given affine pre-registration (ITK .txt or ANTs .mat, fixed to moving) used
+            instead of estimating one.
+        device: "auto" (a GPU if the machine running the task has one), "cpu", "cuda" or
+            "cuda:N"; resolved when the task runs, so it does not enter the cache hash as a
+            machine-specific value.
+        threads: CPU threads for torch/OpenMP while the task runs; 0 = all CPUs available to it.
+    """
+
+    #: the scheduler should give this task a GPU when one is available (e.g. SLURM --gres=gpu:1)
+    requires_gpu = True
+
+    fixed: NiftiImage = arg(validator=check_nifti)
+    moving: NiftiImage = arg(validator=check_nifti)
+    subject_id: str = arg(validator=check_subject_id)
+    model: str = arg(default="rdmm", allowed_values=list(MODELS))
+    regularizer: str | None = arg(default=None, allowed_values=list(REGULARIZERS))
+    region_labels: NiftiImage | None = arg(default=None, validator=check_nifti)
+    preset: str | None = arg(default=None, allowed_values=sorted(PRESETS))
+    config_json: Json | None = arg(default=None, validator=check_config_json)
+    affine: File | None = None
+    device: str = arg(default="auto", validator=check_device)
+    threads: int = arg(default=0, validator=check_threads)
+
+    class Outputs(Outputs):
+        """
+        Args:
+            warped: the moving image warped onto the fixed grid (original intensities).
+            displacement: ITK/ANTs displacement field (LPS mm, vector NIfTI) of the full
+                transform (affine and deformation), on the fixed grid.
+            composite: ITK HDF5 composite transform (affine + displacement field).
+            jacobian: det of the Jacobian of the transform (physical units) on the fixed grid.
+            record: registration.json: configuration, versions, device, timings, energies, folds.
+            result_dir: the library's complete result directory (momentum, RDMM sigma maps, ...).
+            device_used: the device the registration ran on ("cpu", "cuda:0"); "" if it failed first.
+            seconds: registration wall time (NaN if it failed).
+            status: "ok" or "failed".
+            message: the error of a failed pair ("" when ok).
+            subject_id: the input subject_id (to chain per-pair tasks in a split workflow).
+            method: the model ("vsvf", "lddmm", "rdmm"), for Evaluate's method input.
+        """
+
+        warped: NiftiGz | None
+        displacement: NiftiGz | None
+        composite: File | None
+        jacobian: NiftiGz | None
+        record: Json | None
+        result_dir: Directory | None
+        device_used: str
+        seconds: float
+        status: str
+        message: str
+        subject_id: str
+        method: str
+
+    function = staticmethod(_run_registration)
