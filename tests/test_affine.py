@@ -29,16 +29,6 @@ from rdmm_pipelines.spatial import Grid, Image, resample_to_grid, save_image
 from geometry import rotation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The images here are tiny: intra-op threads only add synchronisation cost (measured on a busy
-    2-core machine: 47 ms instead of 0.06 ms for a 2x2 @ 2x3840 product and its gradient)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------ helpers
 def centred_grid(shape, rot, spacing, centre) -> Grid:
     """Grid whose central voxel sits at world ``centre`` (3 values)."""

@@ -45,14 +45,6 @@ MODULE_FOR = {"ants-syn": "ants", "sitk-demons-diffeomorphic": "SimpleITK",
               "sitk-demons-fss": "SimpleITK", "niftyreg-f3d": None}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

@@ -44,14 +44,6 @@ from rdmm_pipelines.synthetic import make_pair_2d
 SUBJECT = "sub-01"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 # ------------------------------------------------------------------ inputs
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:

@@ -33,7 +33,6 @@ def img(t, spacing):
 
 @pytest.fixture(scope="module")
 def pair():
-    torch.set_num_threads(2)
     return make_pair_2d(seed=3, size=64)
 
 

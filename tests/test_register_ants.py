@@ -20,7 +20,6 @@ def oblique(spacing, deg, axis, origin) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    torch.set_num_threads(1)
     p = make_phantom_3d(seed=2, shape=(20, 22, 18))
     fixed = Image(p.target, Grid((20, 22, 18), oblique((1.5, 1.4, 1.8), 15, 2, (-14.0, -15.0, -16.0))))
     moving = Image(p.source, Grid((20, 22, 18), oblique((1.5, 1.4, 1.8), 7, 0, (-12.0, -16.0, -15.0))))

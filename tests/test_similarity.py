@@ -16,15 +16,6 @@ from rdmm_pipelines.similarity import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation cost (badly so on a busy CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _measures(d: int):
     """One instance of every measure, sized for small test images."""
     return {

@@ -9,7 +9,6 @@ difference. ANTs (antspyx) and SimpleITK are the references for the file formats
 from __future__ import annotations
 
 import logging
-import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +18,8 @@ import torch
 from rdmm_pipelines.affine import AffineTransform
 from rdmm_pipelines.core.interpolation import sample_voxel
 from rdmm_pipelines.spatial import Grid, Image, save_image
+from geometry import make_affine, rotation
+
 from rdmm_pipelines.transforms import (
     DenseTransform,
     deformation_voxels_from_domain,
@@ -29,29 +30,7 @@ from rdmm_pipelines.transforms import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ---------------------------------------------------------------------------- geometry helpers
-def rotation(axis, degrees: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    t = math.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(t) * k + (1 - math.cos(t)) * k @ k
-
-
-def make_affine(rot: np.ndarray, spacing, origin) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag(spacing)
-    a[:3, 3] = origin
-    return a
-
-
 def centred(shape, rot, spacing, centre) -> Grid:
     """Grid whose central voxel sits at world ``centre``."""
     spacing = tuple(spacing) + (1.0,) * (3 - len(spacing))
