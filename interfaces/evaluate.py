@@ -28,51 +28,12 @@ __all__ = ["Evaluate", "evaluate_pair", "measure"]
 LANDMARK_CONVENTIONS = ("RAS", "LPS")
 
 
-def measure(
-    displacement: os.PathLike | str,
-    fixed_labels: os.PathLike | str,
-    moving_labels: os.PathLike | str,
-    *,
-    subject_id: str,
-    method: str,
-    fixed_landmarks: os.PathLike | str | None = None,
-    moving_landmarks: os.PathLike | str | None = None,
-    landmark_convention: str = "RAS",
-    label_warp: str = "nearest",
-    seconds: float | None = None,
-):
+def measure(displacement, fixed_labels, moving_labels, **kwargs):
     """The :class:`~rdmm_pipelines.evaluation.EvaluationResult` of one registration given by its
-    ITK displacement field: moving labels warped and compared with the fixed labels (Dice),
-    det J of the transform in physical units (folds), and TRE when both landmark files are given."""
-    from rdmm_pipelines.evaluation import (
-        evaluation_record,
-        jacobian_determinant_physical,
-        read_points,
-        target_registration_error,
-        warp_labels,
-    )
-    from rdmm_pipelines.spatial import load_labels
-    from rdmm_pipelines.transforms import DenseTransform
+    ITK displacement field (:func:`rdmm_pipelines.evaluation.evaluate_displacement_field`)."""
+    from rdmm_pipelines.evaluation import evaluate_displacement_field
 
-    if (fixed_landmarks is None) != (moving_landmarks is None):
-        raise ValueError("give both fixed_landmarks and moving_landmarks, or neither")
-    fixed_lab = load_labels(os.fspath(fixed_labels))
-    moving_lab = load_labels(os.fspath(moving_labels))
-    transform = DenseTransform.from_displacement_field(os.fspath(displacement), moving_lab.grid)
-    if transform.fixed_grid.shape != fixed_lab.grid.shape:
-        raise ValueError(f"fixed labels {fixed_labels}: grid {fixed_lab.grid} is not the displacement "
-                         f"field's (fixed) grid {transform.fixed_grid}")
-    warped = warp_labels(moving_lab, transform.moving_voxels, transform.fixed_grid, method=label_warp)
-    det = jacobian_determinant_physical(transform.moving_voxels.double(), transform.fixed_grid,
-                                        transform.moving_grid)
-    tre = None
-    if fixed_landmarks is not None:
-        tre = target_registration_error(
-            read_points(os.fspath(fixed_landmarks), landmark_convention),
-            read_points(os.fspath(moving_landmarks), landmark_convention),
-            transform.moving_voxels, transform.fixed_grid, transform.moving_grid)
-    return evaluation_record(subject_id, method, warped_labels=warped, fixed_labels=fixed_lab,
-                             moving_labels=moving_lab, det=det, tre=tre, seconds=seconds)
+    return evaluate_displacement_field(displacement, fixed_labels, moving_labels, **kwargs)
 
 
 def evaluate_pair(

@@ -154,34 +154,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import (
-        evaluation_record,
-        jacobian_determinant_physical,
-        read_points,
-        target_registration_error,
-        warp_labels,
-        write_csv,
-    )
-    from .spatial import load_labels
-    from .transforms import DenseTransform
+    from .evaluation import evaluate_displacement_field, write_csv
 
-    fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
-    transform = DenseTransform.from_displacement_field(_field_path(args.result), moving_labels.grid)
-    if transform.fixed_grid.shape != fixed_labels.grid.shape:
-        raise ValueError(f"{args.fixed_labels}: grid {fixed_labels.grid} is not the result's fixed grid "
-                         f"{transform.fixed_grid}")
-    warped = warp_labels(moving_labels, transform.moving_voxels, transform.fixed_grid,
-                         method="onehot" if args.onehot else "nearest")
-    det = jacobian_determinant_physical(transform.moving_voxels.double(), transform.fixed_grid,
-                                        transform.moving_grid)
-    tre = None
-    if args.fixed_points or args.moving_points:
-        if not (args.fixed_points and args.moving_points):
-            raise ValueError("give both --fixed-points and --moving-points, or neither")
-        tre = target_registration_error(read_points(args.fixed_points), read_points(args.moving_points),
-                                        transform.moving_voxels, transform.fixed_grid, transform.moving_grid)
-    record = evaluation_record(args.pair_id or Path(args.result).name, args.method, warped_labels=warped,
-                               fixed_labels=fixed_labels, moving_labels=moving_labels, det=det, tre=tre)
+    record = evaluate_displacement_field(
+        _field_path(args.result), args.fixed_labels, args.moving_labels,
+        subject_id=args.pair_id or Path(args.result).name, method=args.method,
+        fixed_landmarks=args.fixed_points, moving_landmarks=args.moving_points,
+        label_warp="onehot" if args.onehot else "nearest")
     out = Path(args.out)
     record.to_json(out)
     if args.csv:

@@ -8,6 +8,7 @@ from .folds import FOLD_KEYS, diagonal_product_folds, fold_statistics, jacobian_
 from .labels import LABEL_WARP_METHODS, warp_labels
 from .landmarks import lps_to_ras, ras_to_lps, read_points, target_registration_error, transform_points
 from .overlap import check_label_sets, dice_per_label, label_values, mean_dice
+from .saved import evaluate_displacement_field
 from .table import STATUSES, EvaluationResult, evaluation_record, write_csv
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "EvaluationResult",
     "evaluation_record",
     "write_csv",
+    "evaluate_displacement_field",
     "STATUSES",
 ]
