@@ -20,6 +20,13 @@ Example::
     wf.run(plugin="MultiProc", plugin_args={"n_procs": 2})
 """
 
-from .interfaces import RdmmApply, RdmmEvaluate, RdmmRegister
+try:
+    import nipype  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "rdmm_pipelines.interfaces.nipype needs nipype 1.x: pip install 'rdmm_pipelines[nipype]'"
+    ) from err
+
+from .interfaces import RdmmApply, RdmmEvaluate, RdmmRegister  # noqa: E402
 
 __all__ = ["RdmmRegister", "RdmmApply", "RdmmEvaluate"]
