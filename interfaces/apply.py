@@ -19,7 +19,7 @@ from .common import (
     output_path,
 )
 
-__all__ = ["ApplyTransform", "apply_displacement", "INTERPOLATIONS"]
+__all__ = ["INTERPOLATIONS", "ApplyTransform", "apply_displacement"]
 
 INTERPOLATIONS = ("linear", "nearest")
 

@@ -23,6 +23,7 @@ from ._pydra import Outputs, Task, arg, define
 from .common import (
     NiftiImage,
     check_nifti,
+    check_retry,
     check_subject_id,
     check_threads,
     guarded,
@@ -30,7 +31,7 @@ from .common import (
     thread_limits,
 )
 
-__all__ = ["AntsSyN", "SimpleITKDemons", "NiftyRegF3D", "run_baseline"]
+__all__ = ["AntsSyN", "NiftyRegF3D", "SimpleITKDemons", "run_baseline"]
 
 
 def run_baseline(
@@ -84,19 +85,19 @@ def _guarded_run(method: str, fixed, moving, subject_id: str, threads: int, **op
     return {**outputs, "subject_id": subject_id}
 
 
-def _run_ants_syn(fixed, moving, subject_id, type_of_transform, seed, threads):
+def _run_ants_syn(fixed, moving, subject_id, type_of_transform, seed, threads, retry=0):
     """The body of :class:`AntsSyN` (module level: worker processes import it)."""
     return _guarded_run("ants-syn", fixed, moving, subject_id, threads,
                         type_of_transform=type_of_transform, seed=seed)
 
 
-def _run_sitk_demons(fixed, moving, subject_id, variant, levels, iterations, smoothing_sigma, threads):
+def _run_sitk_demons(fixed, moving, subject_id, variant, levels, iterations, smoothing_sigma, threads, retry=0):
     """The body of :class:`SimpleITKDemons` (module level: worker processes import it)."""
     return _guarded_run(f"sitk-demons-{variant}", fixed, moving, subject_id, threads, levels=levels,
                         iterations=iterations, smoothing_sigma=smoothing_sigma)
 
 
-def _run_niftyreg(fixed, moving, subject_id, aladin, f3d_args, aladin_args, threads):
+def _run_niftyreg(fixed, moving, subject_id, aladin, f3d_args, aladin_args, threads, retry=0):
     """The body of :class:`NiftyRegF3D` (module level: worker processes import it)."""
     return _guarded_run("niftyreg-f3d", fixed, moving, subject_id, threads, aladin=aladin,
                         f3d_args=tuple(f3d_args), aladin_args=tuple(aladin_args))
@@ -140,6 +141,9 @@ class AntsSyN(Task["AntsSyN.Outputs"]):
         type_of_transform: an ants.registration transform type ("SyN", "SyNRA", "Affine", ...).
         seed: ANTs' random seed (metric sampling); with one thread the result is reproducible.
         threads: ITK threads (effective for the first ANTs call of a process); 0 = all available.
+        retry: attempt number; any other value gives the task another cache hash, so a failed
+            registration is run again instead of its cached failure being re-used (the cohort
+            workflow bumps it for pairs that failed).
     """
 
     requires_gpu = False
@@ -150,6 +154,7 @@ class AntsSyN(Task["AntsSyN.Outputs"]):
     type_of_transform: str = "SyN"
     seed: int = 1
     threads: int = arg(default=0, validator=check_threads)
+    retry: int = arg(default=0, validator=check_retry)
 
     class Outputs(BaselineOutputs):
         __doc__ = BaselineOutputs.__doc__
@@ -170,6 +175,9 @@ class SimpleITKDemons(Task["SimpleITKDemons.Outputs"]):
         iterations: demons iterations per level.
         smoothing_sigma: Gaussian smoothing (voxels) of the displacement field per iteration.
         threads: SimpleITK threads during the run; 0 = all available.
+        retry: attempt number; any other value gives the task another cache hash, so a failed
+            registration is run again instead of its cached failure being re-used (the cohort
+            workflow bumps it for pairs that failed).
     """
 
     requires_gpu = False
@@ -182,6 +190,7 @@ class SimpleITKDemons(Task["SimpleITKDemons.Outputs"]):
     iterations: int = 50
     smoothing_sigma: float = 1.5
     threads: int = arg(default=0, validator=check_threads)
+    retry: int = arg(default=0, validator=check_retry)
 
     class Outputs(BaselineOutputs):
         __doc__ = BaselineOutputs.__doc__
@@ -201,6 +210,9 @@ class NiftyRegF3D(Task["NiftyRegF3D.Outputs"]):
         f3d_args: extra reg_f3d arguments, e.g. ("-be", "0.005", "-maxit", "300").
         aladin_args: extra reg_aladin arguments, e.g. ("-rigOnly",).
         threads: OpenMP threads of the NiftyReg processes; 0 = all available.
+        retry: attempt number; any other value gives the task another cache hash, so a failed
+            registration is run again instead of its cached failure being re-used (the cohort
+            workflow bumps it for pairs that failed).
     """
 
     requires_gpu = False
@@ -212,6 +224,7 @@ class NiftyRegF3D(Task["NiftyRegF3D.Outputs"]):
     f3d_args: tuple[str, ...] = ()
     aladin_args: tuple[str, ...] = ()
     threads: int = arg(default=0, validator=check_threads)
+    retry: int = arg(default=0, validator=check_retry)
 
     class Outputs(BaselineOutputs):
         __doc__ = BaselineOutputs.__doc__

@@ -38,21 +38,21 @@ from pathlib import Path
 from fileformats.medimage import Nifti1, NiftiGz
 
 __all__ = [
-    "NiftiImage",
     "STATUSES",
-    "check_nifti",
-    "check_subject_id",
+    "NiftiImage",
+    "available_cpus",
     "check_config_json",
     "check_device",
+    "check_nifti",
+    "check_subject_id",
     "check_threads",
+    "failure_message",
+    "guarded",
+    "image_stem",
+    "output_path",
     "read_config",
     "task_device",
-    "available_cpus",
     "thread_limits",
-    "output_path",
-    "image_stem",
-    "guarded",
-    "failure_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,12 @@ def check_threads(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
     """attrs validator: a non-negative thread count (0 = all CPUs available to the task)."""
     if isinstance(value, bool) or (isinstance(value, int) and value < 0):
         raise ValueError(f"{attribute.name} must be a non-negative integer (0 = all available CPUs), got {value!r}")
+
+
+def check_retry(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
+    """attrs validator: a non-negative attempt number."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative integer (an attempt number), got {value!r}")
 
 
 def check_config_json(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:

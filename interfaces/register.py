@@ -24,6 +24,7 @@ from .common import (
     check_config_json,
     check_device,
     check_nifti,
+    check_retry,
     check_subject_id,
     check_threads,
     guarded,
@@ -33,7 +34,7 @@ from .common import (
     thread_limits,
 )
 
-__all__ = ["RdmmRegistration", "register_pair", "REGISTRATION_FILES", "REGULARIZERS"]
+__all__ = ["REGISTRATION_FILES", "REGULARIZERS", "RdmmRegistration", "register_pair"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def register_pair(
 
 def _run_registration(
     fixed, moving, subject_id, model, regularizer, region_labels, preset, config_json, affine,
-    device, threads
+    device, threads, retry=0
 ):
     """The body of :class:`RdmmRegistration` (module level: worker processes import it)."""
     failed = {name: None for name in (*REGISTRATION_FILES, "result_dir")}
@@ -152,6 +153,9 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
             "cuda:N"; resolved when the task runs, so it does not enter the cache hash as a
             machine-specific value.
         threads: CPU threads for torch/OpenMP while the task runs; 0 = all CPUs available to it.
+        retry: attempt number; any other value gives the task another cache hash, so a failed
+            registration is run again instead of its cached failure being re-used (the cohort
+            workflow bumps it for pairs that failed).
     """
 
     #: the scheduler should give this task a GPU when one is available (e.g. SLURM --gres=gpu:1)
@@ -168,6 +172,7 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
     affine: File | None = None
     device: str = arg(default="auto", validator=check_device)
     threads: int = arg(default=0, validator=check_threads)
+    retry: int = arg(default=0, validator=check_retry)
 
     class Outputs(Outputs):
         """

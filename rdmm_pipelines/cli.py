@@ -9,8 +9,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .config import MODELS, RegistrationConfig
 
@@ -171,6 +171,72 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_options(args: argparse.Namespace) -> dict:
+    """The pydra worker's options from ``rdmm cohort``'s arguments (errors before anything runs)."""
+    if args.worker == "slurm":
+        gpu_args = args.slurm_gpu_args
+        if gpu_args is None:
+            gpu_args = f"--gres=gpu:{args.gpus}" if args.gpus else ""
+        elif args.gpus:
+            raise ValueError("give either --gpus or --slurm-gpu-args, not both")
+        return {"sbatch_args": args.slurm_args or "", "gpu_args": gpu_args, "poll_delay": args.poll}
+    if args.slurm_args or args.slurm_gpu_args or args.gpus:
+        raise ValueError("--slurm-args, --slurm-gpu-args and --gpus apply to --worker slurm; "
+                         "with cf, registrations use --device")
+    return {"n_procs": args.jobs} if args.worker == "cf" and args.jobs else {}
+
+
+def cmd_cohort(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("NO_ET", "1")  # pydra's online version check fails offline
+    from .interfaces import TaskError
+    from .workflows.cohort import run_cohort
+    from .workflows.manifest import read_manifest
+    from .workflows.pair import check_method
+
+    for method in args.methods:
+        check_method(method)
+    options = _worker_options(args)
+    config_json = None
+    if args.config:
+        _load_config(args)  # validate before anything runs
+        config_json = str(Path(args.config).resolve())
+    pairs = read_manifest(args.manifest)  # every problem of the manifest, listed at once
+    print(f"rdmm cohort: {len(pairs)} pairs x {len(args.methods)} methods on the {args.worker} worker",
+          file=sys.stderr)
+    try:
+        result = run_cohort(pairs, Path(args.out), list(args.methods), worker=args.worker,
+                            cache_root=args.cache, config_json=config_json, preset=args.preset,
+                            device=args.device, threads=args.threads, report=not args.no_qc,
+                            rerun=args.rerun, **options)
+    except TaskError as err:
+        print(f"rdmm cohort: a task crashed; finished pairs are cached, run again to resume.\n{err}",
+              file=sys.stderr)
+        return 1
+    for pair_id, method, message in result.failed:
+        print(f"  failed: {pair_id} {method}: {message.splitlines()[0] if message else ''}")
+    print(f"table: {result.table}\nreport: {result.report}")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from .workflows import manifest as mf
+
+    if args.kind == "atlas":
+        if not args.atlas:
+            raise ValueError("--atlas is needed for 'atlas' pairs")
+        pairs = mf.pairs_to_atlas(args.folder, args.atlas, args.pattern, args.labels_pattern)
+    elif args.kind == "all":
+        pairs = mf.all_pairs(args.folder, args.pattern, ordered=not args.unordered,
+                             labels_pattern=args.labels_pattern)
+    else:
+        pairs = mf.longitudinal_pairs(args.folder, suffix=args.suffix)
+    path = mf.write_manifest(pairs, args.out, relative=args.relative)
+    print(f"{path}: {len(pairs)} pairs")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from .presets import PRESETS, get_preset
 
@@ -247,6 +313,44 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--csv", default=None, help="also write one CSV row here")
     e.set_defaults(func=cmd_evaluate)
 
+    c = sub.add_parser("cohort", help="register every pair of a manifest with every method (pydra)")
+    c.add_argument("manifest", help="CSV/TSV manifest: id, fixed, moving[, fixed_labels, moving_labels, ...]")
+    c.add_argument("--out", required=True, help="output directory (table, report, sub-<id>/<method>/)")
+    c.add_argument("--methods", nargs="+", default=["rdmm-optimized"],
+                   help="vsvf lddmm rdmm-predefined rdmm-optimized ants-syn sitk-demons niftyreg")
+    c.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf",
+                   help="cf: processes on this machine; slurm: one sbatch job per task; debug: in-process")
+    c.add_argument("--jobs", type=int, default=None, help="cf worker: concurrent processes")
+    c.add_argument("--slurm-args", default="", help='sbatch options of every job, e.g. "--partition=short --time=1:00:00"')
+    c.add_argument("--gpus", type=int, default=0,
+                   help="slurm: GPUs per registration job (--gres=gpu:N); other stages ask for none")
+    c.add_argument("--slurm-gpu-args", default=None,
+                   help='slurm: sbatch options of the registration jobs instead of --gpus, e.g. "--gpus-per-task=1 -p gpu"')
+    c.add_argument("--poll", type=float, default=2.0, help="slurm: seconds between squeue polls")
+    c.add_argument("--cache", default=None, help="pydra cache (default OUT/cache); reuse it to resume")
+    c.add_argument("--rerun", action="store_true", help="ignore cached results and run everything again")
+    c.add_argument("--config", default=None, help="registration configuration JSON for our methods")
+    c.add_argument("--preset", default=None)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--threads", type=int, default=0, help="threads per task (0: all)")
+    c.add_argument("--no-qc", action="store_true", help="skip the per-pair QC figures")
+    c.set_defaults(func=cmd_cohort)
+
+    mp = sub.add_parser("manifest", help="write a cohort manifest of pairs found in a folder")
+    mp.add_argument("kind", choices=("atlas", "all", "longitudinal"),
+                    help="atlas: every image to --atlas; all: every pair of images; "
+                         "longitudinal: consecutive sessions of each subject of a BIDS-like tree")
+    mp.add_argument("folder", help="the images' folder (longitudinal: the BIDS root)")
+    mp.add_argument("--out", required=True, help="manifest to write (.csv or .tsv)")
+    mp.add_argument("--atlas", default=None, help="atlas image (kind 'atlas')")
+    mp.add_argument("--pattern", default="*.nii.gz", help="glob of the images in FOLDER")
+    mp.add_argument("--labels-pattern", default=None,
+                    help="each image's label map next to it, e.g. '{stem}_seg.nii.gz'")
+    mp.add_argument("--unordered", action="store_true", help="'all': one direction per pair")
+    mp.add_argument("--suffix", default="T1w", help="'longitudinal': the BIDS suffix of the images")
+    mp.add_argument("--relative", action="store_true", help="write paths relative to the manifest")
+    mp.set_defaults(func=cmd_manifest)
+
     s = sub.add_parser("presets", help="list the configuration presets")
     s.add_argument("--show", action="store_true", help="print each preset's full configuration")
     s.add_argument("--model", choices=MODELS, default="rdmm")
@@ -261,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"rdmm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

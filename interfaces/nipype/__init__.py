@@ -27,6 +27,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
         "rdmm_pipelines.interfaces.nipype needs nipype 1.x: pip install 'rdmm_pipelines[nipype]'"
     ) from err
 
-from .interfaces import RdmmApply, RdmmEvaluate, RdmmRegister  # noqa: E402
+from .interfaces import RdmmApply, RdmmEvaluate, RdmmRegister
 
-__all__ = ["RdmmRegister", "RdmmApply", "RdmmEvaluate"]
+__all__ = ["RdmmApply", "RdmmEvaluate", "RdmmRegister"]

@@ -22,7 +22,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-__all__ = ["RdmmRegister", "RdmmApply", "RdmmEvaluate"]
+__all__ = ["RdmmApply", "RdmmEvaluate", "RdmmRegister"]
 
 
 def _given(value: ty.Any) -> ty.Any:

@@ -1,0 +1,158 @@
+"""Pair and cohort workflows (``rdmm_pipelines.workflows``) on tiny 2D synthetic pairs.
+
+The pair workflow is built without running; a cohort of three 32 px pairs (one broken: a constant
+moving image) x two methods runs with the cf worker, gives one table row per pair and method
+(the broken pair's rows failed, with a message), the layout and the HTML report; a re-run with
+the same output folder re-uses the good pairs and runs the failed one again.
+"""
+
+import os
+
+os.environ.setdefault("NO_ET", "1")  # pydra's online version check: not offline
+
+import io
+import json
+import re
+
+import pytest
+import torch
+
+from rdmm_pipelines import get_preset
+from rdmm_pipelines.config import OptimizerConfig
+from rdmm_pipelines.demo import write_pair
+from rdmm_pipelines.spatial import load_image, save_image
+from rdmm_pipelines.synthetic import make_pair_2d
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _has_sitk() -> bool:
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+METHODS = ["lddmm", "sitk-demons"] if _has_sitk() else ["lddmm", "vsvf"]
+METHOD_OPTIONS = {"sitk-demons": {"levels": 1, "iterations": 5}}
+
+
+def _pair_spec(**fields):
+    from rdmm_pipelines.workflows.manifest import PairSpec
+
+    return PairSpec(**fields)
+
+
+@pytest.fixture(scope="module")
+def cohort_inputs(tmp_path_factory):
+    """Three 32x32 pairs (sub-03's moving image is all zeros) and a 2-iteration LDDMM config."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cohort_inputs")
+    pairs = []
+    for seed, pid in ((1, "01"), (2, "02"), (3, "03")):
+        f = write_pair(make_pair_2d(seed, 32), root / f"sub-{pid}")
+        moving = f["source"]
+        if pid == "03":  # broken: a constant (all-zero) moving image, which every method refuses
+            img = load_image(f["source"])
+            moving = save_image(type(img)(torch.zeros_like(img.data), img.grid), root / "sub-03" / "zeros.nii.gz")
+        pairs.append(_pair_spec(id=pid, fixed=f["target"], moving=moving, fixed_labels=f["target_labels"],
+                                moving_labels=f["source_labels"], moving_regions=f["source_regions"]))
+    cfg = get_preset("synthetic-optimized", "lddmm").replace(
+        optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
+    config = root / "config.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    return pairs, config
+
+
+# ------------------------------------------------------------------ the pair workflow
+def test_pair_workflow_builds_with_the_expected_nodes(cohort_inputs):
+    from rdmm_pipelines.interfaces import Evaluate, RdmmRegistration, SimpleITKDemons
+    from rdmm_pipelines.workflows.pair import PairQc, pair_workflow
+
+    pairs, config = cohort_inputs
+    p = pairs[0]
+    common = {"fixed": p.fixed, "moving": p.moving, "fixed_labels": p.fixed_labels, "moving_labels": p.moving_labels,
+                  "subject_id": "sub-01"}
+    for method, reg_type, extra in (("rdmm-predefined", RdmmRegistration, {"config_json": config,
+                                                                            "moving_regions": p.moving_regions}),
+                                    ("sitk-demons", SimpleITKDemons, {"levels": 1})):
+        wf = pair_workflow(method, **common, **extra)
+        graph = wf.construct()
+        nodes = {n.name: n for n in graph.nodes}
+        assert set(nodes) == {"register", "evaluate", "qc"}
+        assert isinstance(nodes["register"]._task, reg_type)
+        assert isinstance(nodes["evaluate"]._task, Evaluate) and isinstance(nodes["qc"]._task, PairQc)
+        assert nodes["evaluate"]._task.method == method
+        assert {"csv_row", "evaluation", "png", "html", "status"} <= set(type(wf).Outputs.__annotations__) | {
+            f.name for f in __import__("attrs").fields(type(wf).Outputs)}
+    reg = nodes["register"]._task
+    assert reg.levels == 1  # extra keywords reach the registration task
+    ours = {n.name: n for n in pair_workflow("rdmm-predefined", **common, config_json=config,
+                                             moving_regions=p.moving_regions).construct().nodes}
+    task = ours["register"]._task
+    assert (task.model, task.regularizer, task.device) == ("rdmm", "predefined", "auto")
+    assert task.region_labels is not None
+    with pytest.raises(ValueError, match="unknown method"):
+        pair_workflow("elastix", **common)
+
+
+# ------------------------------------------------------------------ a cohort
+def test_cohort_runs_tabulates_failures_and_reuses_the_cache(cohort_inputs, tmp_path):
+    from rdmm_pipelines.workflows.cohort import run_cohort, xfm_name
+
+    pairs, config = cohort_inputs
+    cache = tmp_path / "cache"
+    kwargs = {"methods": METHODS, "worker": "cf", "cache_root": cache, "config_json": config,
+                  "method_options": METHOD_OPTIONS, "threads": 1, "n_procs": 2}
+    log = io.StringIO()
+    result = run_cohort(pairs, tmp_path / "out", progress=log, **kwargs)
+    assert log.getvalue().splitlines()[-1] == "6 registrations: 4 ok, 2 failed; 6 run now, 0 re-used from the cache"
+
+    rows = result.rows
+    assert [(r["id"], r["method"]) for r in rows] == [(p.id, m) for p in pairs for m in METHODS]
+    header = result.table.read_text().splitlines()[0].split(",")
+    for column in ("id", "method", "status", "message", "mean_dice", "dice_1", "folds", "folding_voxels",
+                   "tre_mean", "seconds", "device"):
+        assert column in header
+    for r in rows:
+        if r["id"] == "03":
+            assert r["status"] == "failed" and r["message"], r
+        else:
+            assert r["status"] == "ok", r
+            assert 0.0 <= float(r["mean_dice"]) <= 1.0 and r["device"] == "cpu"
+            assert float(r["folding_voxels"]) >= 0
+    lddmm_failed = [f for f in result.failed if f[1] == "lddmm"]
+    assert lddmm_failed and lddmm_failed[0][0] == "03" and "constant" in lddmm_failed[0][2]
+
+    out = tmp_path / "out"
+    for p in pairs[:2]:
+        for m in METHODS:
+            folder = out / f"sub-{p.id}" / m
+            assert (folder / xfm_name(p.id)).is_file()
+            assert (folder / f"sub-{p.id}_qc.html").is_file() and (folder / f"sub-{p.id}_evaluation.json").is_file()
+    assert not (out / "sub-03" / "lddmm" / xfm_name("03")).exists()
+
+    page = result.report.read_text()
+    assert result.report == out / "cohort_report.html"
+    assert "Failed pairs" in page and "<b>03</b>" in page and "constant" in page
+    assert 'href="sub-01/lddmm/sub-01_qc.html"' in page and "data:image/png;base64," in page
+    assert (out / "cohort_dice.png").stat().st_size > 0
+
+    provenance = json.loads((out / "cohort_provenance.json").read_text())
+    assert provenance["worker"] == "cf" and provenance["pairs"] == 3 and provenance["methods"] == METHODS
+    assert provenance["versions"]["torch"] == torch.__version__ and provenance["slurm_jobs"] == []
+
+    # a re-run re-uses the four good registrations and runs only the failed pair again (its
+    # registrations get retry 1, so their cached failures are not re-used)
+    def without_seconds(rows):  # (ITK's messages hold object addresses, which differ per run)
+        return [{k: re.sub("0x[0-9a-f]+", "0x", v) for k, v in r.items() if k != "seconds"} for r in rows]
+
+    log = io.StringIO()
+    again = run_cohort(pairs, tmp_path / "out", progress=log, **kwargs)
+    assert without_seconds(again.rows) == without_seconds(rows)
+    assert [r["seconds"] for r in again.rows if r["id"] != "03"] == [r["seconds"] for r in rows if r["id"] != "03"]
+    assert json.loads((out / "cohort_retries.json").read_text()) == {"03": {m: 1 for m in METHODS}}
+    lines = log.getvalue().splitlines()
+    assert lines[-1] == "6 registrations: 4 ok, 2 failed; 2 run now, 4 re-used from the cache", lines
+    assert lines[-2].startswith("cohort: 4/6 done, 2 failed, 0 running"), lines

@@ -1,0 +1,776 @@
+"""Cohort manifests: the list of (fixed, moving) pairs a cohort workflow registers.
+
+A manifest is a CSV or TSV file (the delimiter is sniffed from the header line, the file name's
+suffix breaking ties) with one row per pair and a header naming its columns (case-insensitive):
+
+=================== ========== ==========================================================
+column              required   content
+=================== ========== ==========================================================
+``id``              yes        unique pair name, a safe file-name component (letters,
+                               digits, ``-``, ``_``, ``.``); names the pair's output folder
+``fixed``           yes        NIfTI image (the target)
+``moving``          yes        NIfTI image (the source)
+``fixed_labels``    no         label map on the fixed image's grid (with ``moving_labels``)
+``moving_labels``   no         label map on the moving image's grid (with ``fixed_labels``)
+``moving_regions``  no         region map for a pre-defined RDMM regulariser, on the moving
+                               image's grid
+``fixed_landmarks`` no         point file (see :func:`rdmm_pipelines.evaluation.read_points`),
+                               with ``moving_landmarks``, the same number of points
+``moving_landmarks`` no        point file, with ``fixed_landmarks``
+``group``           no         free text (e.g. the subject), for grouping results
+=================== ========== ==========================================================
+
+Relative paths are resolved against the manifest's folder (``~`` is expanded; symbolic links are
+not followed, so annexed or linked files keep their names). Rows are numbered as lines of the
+file: the header is row 1, the first data row is row 2. Blank lines are skipped.
+
+:func:`read_manifest` parses and validates the whole manifest before returning, and raises one
+:class:`ManifestError` listing *every* problem (one per line, each with its row and column), so a
+cohort run never starts on a manifest that would fail half-way. Images are checked from their
+headers only (no voxel data is read): readable NIfTI, a supported layout, a valid affine, and
+enough bytes on disk for the data the header promises (the cheap gzip size trailer, with a full
+streaming check only when the trailer disagrees). Intensity values (NaN, constant images) and
+integer label values are checked when a registration reads the data.
+
+The generators :func:`pairs_to_atlas`, :func:`all_pairs` and :func:`longitudinal_pairs` build pair
+lists from folder trees; :func:`write_manifest` writes them. Pair ids ``A_to_B`` mean "moving A
+registered to fixed B".
+
+This module needs neither pydra nor nipype.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import io
+import itertools
+import logging
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from rdmm_pipelines.evaluation import read_points
+from rdmm_pipelines.spatial import Grid
+
+__all__ = [
+    "COLUMNS",
+    "PATH_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "ManifestError",
+    "PairSpec",
+    "all_pairs",
+    "longitudinal_pairs",
+    "pairs_to_atlas",
+    "read_manifest",
+    "validate_pairs",
+    "write_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("id", "fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
+           "fixed_landmarks", "moving_landmarks", "group")
+REQUIRED_COLUMNS = ("id", "fixed", "moving")
+PATH_COLUMNS = ("fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
+                "fixed_landmarks", "moving_landmarks")
+_IMAGE_COLUMNS = ("fixed", "moving")
+# label-like maps and the image whose grid they must share
+_MAP_COLUMNS = {"fixed_labels": "fixed", "moving_labels": "moving", "moving_regions": "moving"}
+# columns that must be given together
+_PAIRED_COLUMNS = (("fixed_labels", "moving_labels"), ("fixed_landmarks", "moving_landmarks"))
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
+_MAX_ID_LEN = 200
+# same tolerance as register()'s check of a region map against the moving grid
+_GRID_ATOL = 1e-4
+# register() refuses images with an axis shorter than this
+_MIN_AXIS = 4
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_CHUNK = 1 << 22
+
+
+# ------------------------------------------------------------------------------------- types
+@dataclass(frozen=True)
+class PairSpec:
+    """One registration pair of a manifest.
+
+    Attributes:
+        id: unique, file-name-safe pair name.
+        fixed, moving: NIfTI images.
+        fixed_labels, moving_labels: optional label maps (both or neither), on their image's grid.
+        moving_regions: optional region map for a pre-defined RDMM regulariser, on the moving grid.
+        fixed_landmarks, moving_landmarks: optional point files (both or neither).
+        group: optional free text (e.g. the subject).
+        row: the pair's line in its manifest (header = 1, first pair = 2); generated pairs get
+            the line they take when written; 0 means "not from a file".
+    """
+
+    id: str
+    fixed: Path
+    moving: Path
+    fixed_labels: Path | None = None
+    moving_labels: Path | None = None
+    moving_regions: Path | None = None
+    fixed_landmarks: Path | None = None
+    moving_landmarks: Path | None = None
+    group: str | None = None
+    row: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", "" if self.id is None else str(self.id))
+        for name in PATH_COLUMNS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                value = Path(value) if str(value).strip() else None
+                object.__setattr__(self, name, value)
+        if self.group is not None:
+            group = str(self.group)
+            object.__setattr__(self, "group", group if group.strip() else None)
+        object.__setattr__(self, "row", int(self.row))
+
+    def cells(self) -> dict[str, str]:
+        """The pair as manifest cells (column -> text; empty for absent values)."""
+        out = {}
+        for name in COLUMNS:
+            value = getattr(self, name)
+            out[name] = "" if value is None else str(value)
+        return out
+
+
+class ManifestError(ValueError):
+    """A manifest (or a list of pairs) with problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: Sequence[str], source: str | os.PathLike | None = None):
+        self.problems = list(problems)
+        self.source = None if source is None else str(source)
+        n = len(self.problems)
+        head = f"{self.source}: " if self.source else ""
+        head += f"{n} problem{'s' if n != 1 else ''} in the manifest:"
+        super().__init__("\n".join([head] + [f"  {p}" for p in self.problems]))
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.problems, self.source))
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _where(spec: PairSpec, column: str | None = None) -> str:
+    loc = f"row {spec.row}" if spec.row > 0 else f"pair {spec.id!r}"
+    return f"{loc}, column '{column}'" if column else loc
+
+
+def _norm(path: Path, base: Path | None = None) -> Path:
+    """Absolute, normalised path (``~`` expanded, ``..`` collapsed, links *not* followed)."""
+    p = path.expanduser()
+    if not p.is_absolute():
+        p = (base if base is not None else Path.cwd()) / p
+    return Path(os.path.normpath(p))
+
+
+def _natural_key(text: str) -> tuple:
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(t) if i % 2 else t.lower() for i, t in enumerate(parts)) + (text,)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in _NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _nifti_ext(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in _NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return path.name[-len(suffix):]
+    return path.suffix
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def _id_problem(pair_id: str) -> str | None:
+    if not pair_id:
+        return "empty (required)"
+    if not _SAFE_ID.fullmatch(pair_id):
+        bad = sorted({c for c in pair_id if not _SAFE_ID.fullmatch(c)})
+        return (f"id {pair_id!r} is not a safe file name: it contains {''.join(bad)!r} "
+                "(use only letters, digits, '-', '_' and '.')")
+    if set(pair_id) == {"."}:
+        return f"id {pair_id!r} is not a safe file name (only dots)"
+    if len(pair_id) > _MAX_ID_LEN:
+        return f"id is {len(pair_id)} characters long (at most {_MAX_ID_LEN})"
+    return None
+
+
+# ------------------------------------------------------------------------------- image headers
+@dataclass(frozen=True)
+class _Header:
+    ndim: int
+    channels: int
+    grid: Grid
+
+
+def _spatial_layout(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int] | None:
+    """On-disk shape -> (spatial shape, channels), the layouts ``load_image`` accepts."""
+    if len(shape) == 2:
+        return shape, 1
+    if len(shape) == 3:
+        return (shape[:2], 1) if shape[2] == 1 else (shape, 1)
+    if len(shape) == 4:
+        return (shape[:2], shape[3]) if shape[2] == 1 else (shape[:3], shape[3])
+    return None
+
+
+def _stream_size(path: Path, opener) -> int:
+    total = 0
+    with opener(path, "rb") as fh:
+        while True:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                return total
+            total += len(chunk)
+
+
+def _data_problem(path: Path, needed: int) -> str | None:
+    """Cheap check that ``path`` holds at least ``needed`` (uncompressed) bytes."""
+    with open(path, "rb") as fh:
+        magic = fh.read(3)
+        size = os.fstat(fh.fileno()).st_size
+        trailer = b""
+        if magic[:2] == b"\x1f\x8b" and size >= 4:
+            fh.seek(size - 4)
+            trailer = fh.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        # gzip's last 4 bytes hold the uncompressed size mod 2**32: a truncated file ends in
+        # compressed data instead; only when they disagree is the whole stream decompressed
+        if len(trailer) == 4 and int.from_bytes(trailer, "little") == needed % 2**32:
+            return None
+        opener = gzip.open
+    elif magic == b"BZh":
+        opener = bz2.open
+    else:
+        if size < needed:
+            return f"image data is truncated: the file has {size} bytes, its header needs {needed}"
+        return None
+    try:
+        got = _stream_size(path, opener)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        return f"image data is truncated or corrupt ({type(exc).__name__}: {exc})"
+    if got < needed:
+        return f"image data is truncated: {got} bytes uncompressed, its header needs {needed}"
+    return None
+
+
+def _read_header(path: Path) -> _Header | str:
+    """The image's layout and grid from its header, or the reason it cannot be used."""
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # ImageFileError, OSError, gzip/zlib errors, header errors, ...
+        return f"cannot be read as NIfTI ({type(exc).__name__}: {exc})"
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return f"is a {type(img).__name__}, not a NIfTI image"
+    shape = tuple(int(n) for n in img.shape)
+    if any(n == 0 for n in shape):
+        return f"image has zero voxels (shape {shape})"
+    layout = _spatial_layout(shape)
+    if layout is None:
+        return (f"unsupported image shape {shape}; expected (X, Y), (X, Y, 1), (X, Y, Z) or "
+                "(X, Y, Z, C) with channels last")
+    spatial, channels = layout
+    try:
+        grid = Grid(spatial, np.asarray(img.affine, dtype=np.float64))
+    except (ValueError, TypeError) as exc:
+        return f"invalid geometry: {exc}"
+    proxy = img.dataobj
+    try:
+        offset = int(getattr(proxy, "offset", img.header.get_data_offset()))
+        itemsize = np.dtype(getattr(proxy, "dtype", img.header.get_data_dtype())).itemsize
+    except Exception as exc:
+        return f"cannot interpret the header ({type(exc).__name__}: {exc})"
+    try:
+        problem = _data_problem(path, offset + int(np.prod(shape)) * itemsize)
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    if problem:
+        return problem
+    return _Header(len(spatial), channels, grid)
+
+
+def _grid_difference(a, b) -> str | None:
+    if a.shape != b.shape:
+        return f"shape {a.shape}"
+    diff = float(np.abs(a.affine_matrix - b.affine_matrix).max())
+    if diff > _GRID_ATOL:
+        return f"affine (largest difference {diff:.4g})"
+    return None
+
+
+# ----------------------------------------------------------------------------------- validation
+def _problems(pairs: Sequence[PairSpec], check_images: bool, absent: Iterable[str] = (),
+              check_files: bool = True) -> list[str]:
+    """All problems of ``pairs``, in row order. ``absent``: columns missing from the header
+    (already reported there, so their empty cells are not reported again); without
+    ``check_files`` only the structure is checked."""
+    absent = set(absent)
+    problems: list[str] = []
+    seen_ids: dict[str, PairSpec] = {}
+    seen_folded: dict[str, PairSpec] = {}
+    headers: dict[Path, _Header | str] = {}
+    points: dict[Path, int | str] = {}
+
+    def header(p: Path) -> _Header | str:
+        if p not in headers:
+            headers[p] = _read_header(p)
+        return headers[p]
+
+    def n_points(p: Path) -> int | str:
+        if p not in points:
+            try:
+                points[p] = int(read_points(p).shape[0])
+            except (ValueError, OSError) as exc:
+                points[p] = f"cannot read the points ({exc})"
+        return points[p]
+
+    for spec in pairs:
+        # ---- id
+        if "id" not in absent:
+            bad = _id_problem(spec.id)
+            if bad:
+                problems.append(f"{_where(spec, 'id')}: {bad}")
+            elif spec.id in seen_ids:
+                first = seen_ids[spec.id]
+                problems.append(f"{_where(spec, 'id')}: duplicate id {spec.id!r} "
+                                f"(also {_where(first)})")
+            elif spec.id.lower() in seen_folded:
+                first = seen_folded[spec.id.lower()]
+                problems.append(
+                    f"{_where(spec, 'id')}: id {spec.id!r} differs only in case from "
+                    f"{first.id!r} ({_where(first)}); they collide on case-insensitive file systems")
+            if spec.id and not bad:
+                seen_ids.setdefault(spec.id, spec)
+                seen_folded.setdefault(spec.id.lower(), spec)
+        # ---- required images, pairing of optional columns
+        for col in _IMAGE_COLUMNS:
+            if getattr(spec, col) is None and col not in absent:
+                problems.append(f"{_where(spec, col)}: empty (required)")
+        for a, b in _PAIRED_COLUMNS:
+            has_a, has_b = getattr(spec, a) is not None, getattr(spec, b) is not None
+            if has_a != has_b:
+                given, missing = (a, b) if has_a else (b, a)
+                problems.append(f"{_where(spec, missing)}: empty, but '{given}' is given "
+                                f"(give both or neither)")
+        if not check_files:
+            continue
+        # ---- files
+        usable: dict[str, Path] = {}
+        for col in PATH_COLUMNS:
+            p = getattr(spec, col)
+            if p is None:
+                continue
+            if not p.exists():
+                problems.append(f"{_where(spec, col)}: no such file: {p}")
+            elif not p.is_file():
+                problems.append(f"{_where(spec, col)}: not a regular file: {p}")
+            else:
+                usable[col] = p
+        if not check_images:
+            continue
+        # ---- image headers
+        info: dict[str, _Header] = {}
+        for col in (*_IMAGE_COLUMNS, *_MAP_COLUMNS):
+            if col in usable:
+                h = header(usable[col])
+                if isinstance(h, str):
+                    problems.append(f"{_where(spec, col)}: {usable[col]}: {h}")
+                else:
+                    info[col] = h
+        fixed, moving = info.get("fixed"), info.get("moving")
+        for col, h in (("fixed", fixed), ("moving", moving)):
+            if h is not None and min(h.grid.shape) < _MIN_AXIS:
+                problems.append(f"{_where(spec, col)}: image is too small to register "
+                                f"(shape {h.grid.shape}; every axis needs >= {_MIN_AXIS} voxels)")
+        if fixed is not None and moving is not None:
+            if fixed.ndim != moving.ndim:
+                problems.append(f"{_where(spec, 'moving')}: moving image is {moving.ndim}D but "
+                                f"the fixed image is {fixed.ndim}D")
+            elif fixed.channels != moving.channels:
+                problems.append(f"{_where(spec, 'moving')}: moving image has {moving.channels} "
+                                f"channel(s) but the fixed image has {fixed.channels}")
+        for col, ref in _MAP_COLUMNS.items():
+            if col in info and ref in info:
+                diff = _grid_difference(info[col].grid, info[ref].grid)
+                if diff:
+                    problems.append(
+                        f"{_where(spec, col)}: not on the {ref} image's grid: {diff} differs "
+                        f"({col}: {info[col].grid!r}; {ref}: {info[ref].grid!r})")
+        # ---- landmarks
+        counts = {}
+        for col in ("fixed_landmarks", "moving_landmarks"):
+            if col in usable:
+                n = n_points(usable[col])
+                if isinstance(n, str):
+                    problems.append(f"{_where(spec, col)}: {n}")
+                else:
+                    counts[col] = n
+        if len(counts) == 2 and counts["fixed_landmarks"] != counts["moving_landmarks"]:
+            problems.append(
+                f"{_where(spec, 'moving_landmarks')}: {counts['moving_landmarks']} points but "
+                f"fixed_landmarks has {counts['fixed_landmarks']}")
+    return problems
+
+
+def validate_pairs(pairs: Sequence[PairSpec], check_images: bool = True) -> list[str]:
+    """Every problem of a list of pairs (empty if there is none).
+
+    Always checked: at least one pair; ids present, file-name safe, unique (also ignoring case);
+    ``fixed`` and ``moving`` given; labels and landmarks given in fixed/moving pairs; every named
+    file exists. With ``check_images`` (default), also from the headers: each image and map is a
+    readable, untruncated NIfTI with a valid affine; fixed and moving have the same dimension and
+    channel count and at least 4 voxels per axis; label and region maps lie on their image's grid
+    (shape and affine); landmark files are readable and hold the same number of points.
+
+    Each problem starts with ``row N, column 'c'`` (``pair 'id'`` for pairs without a row).
+    """
+    pairs = list(pairs)
+    if not pairs:
+        return ["empty manifest: no pairs"]
+    return _problems(pairs, check_images)
+
+
+# -------------------------------------------------------------------------------------- reading
+def _delimiter(header_line: str, path: Path) -> str:
+    tabs, commas = "\t" in header_line, "," in header_line
+    if tabs != commas:
+        return "\t" if tabs else ","
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+
+
+def read_manifest(path: str | os.PathLike, check_images: bool = True) -> list[PairSpec]:
+    """Read and validate a CSV/TSV manifest (see the module docstring).
+
+    Args:
+        path: the manifest; relative paths in it are resolved against its folder.
+        check_images: also check image headers, grids and landmark counts (default; see
+            :func:`validate_pairs`).
+
+    Returns:
+        The pairs in file order, paths absolute.
+
+    Raises:
+        FileNotFoundError: no such manifest. ManifestError: every problem found, one per line.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such manifest file")
+    base = _norm(src).parent
+    try:
+        text = src.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError([f"not a UTF-8 text file ({exc})"], src) from exc
+
+    first = next((ln for ln in text.splitlines() if ln.strip()), None)
+    if first is None:
+        raise ManifestError(["empty manifest: no header and no pairs"], src)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first, src))
+
+    problems: list[str] = []
+    columns: list[str | None] | None = None
+    absent: set[str] = set()
+    pairs: list[PairSpec] = []
+    row_problems: dict[int, list[str]] = {}
+    line_end = 0
+    try:
+        for cells in reader:
+            row, line_end = line_end + 1, reader.line_num
+            cells = [c.strip() for c in cells]
+            if not any(cells):
+                continue
+            if columns is None:
+                columns = []
+                unknown, dup = [], []
+                for i, name in enumerate(cells):
+                    key = name.lower()
+                    if not key:  # e.g. a trailing delimiter: fine while its cells stay empty
+                        columns.append("")
+                    elif key in COLUMNS and key not in columns:
+                        columns.append(key)
+                    else:
+                        (dup if key in COLUMNS else unknown).append(name)
+                        columns.append(None)
+                if unknown:
+                    problems.append(
+                        f"row {row} (header): unknown column{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(repr(u) for u in unknown)}; valid columns are "
+                        f"{', '.join(COLUMNS)}")
+                if dup:
+                    problems.append(f"row {row} (header): repeated column "
+                                    f"{', '.join(repr(d) for d in dup)}")
+                absent = {c for c in REQUIRED_COLUMNS if c not in columns}
+                if absent:
+                    problems.append(
+                        f"row {row} (header): missing required column"
+                        f"{'s' if len(absent) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in REQUIRED_COLUMNS if c in absent)}")
+                continue
+            if len(cells) > len(columns):
+                row_problems.setdefault(row, []).append(
+                    f"row {row}: {len(cells)} cells but the header has {len(columns)} columns")
+            for i, (c, v) in enumerate(zip(columns, cells)):
+                if c == "" and v:
+                    row_problems.setdefault(row, []).append(
+                        f"row {row}: value {v!r} in column #{i + 1}, which has no header name")
+            values = {c: v for c, v in zip(columns, cells) if c}
+            kwargs: dict[str, object] = {"id": values.get("id", ""), "row": row,
+                                         "group": values.get("group") or None}
+            for col in PATH_COLUMNS:
+                cell = values.get(col, "")
+                kwargs[col] = _norm(Path(cell), base) if cell else None
+            pairs.append(PairSpec(**kwargs))
+    except csv.Error as exc:
+        kind = "TSV" if reader.dialect.delimiter == "\t" else "CSV"
+        problems.append(f"row {line_end + 1}: malformed {kind} ({exc})")
+
+    if columns is not None and not pairs:
+        problems.append("empty manifest: a header but no pairs")
+    found = _problems(pairs, check_images, absent) if pairs else []
+    # merge per-row problems (cell counts) with validation problems, keeping row order
+    ordered: list[tuple[int, int, str]] = []
+    for i, p in enumerate(found):
+        m = re.match(r"row (\d+)", p)
+        ordered.append((int(m.group(1)) if m else 0, i, p))
+    for r, ps in row_problems.items():
+        ordered += [(r, -1, p) for p in ps]
+    problems += [p for _, _, p in sorted(ordered)]
+    if problems:
+        raise ManifestError(problems, src)
+    logger.info("%s: %d pairs", src, len(pairs))
+    return pairs
+
+
+# -------------------------------------------------------------------------------------- writing
+def write_manifest(pairs: Sequence[PairSpec], path: str | os.PathLike, *,
+                   relative: bool = False) -> Path:
+    """Write ``pairs`` as a manifest, atomically (temporary file + ``os.replace``).
+
+    The delimiter follows the suffix: ``.csv`` comma, ``.tsv``/``.tab`` tab. Only the optional
+    columns some pair uses are written. The pairs' ``row`` values are not written (reading the file
+    numbers the rows again: the i-th pair is row i + 2).
+
+    Args:
+        pairs: the pairs; their ids, required images and fixed/moving pairing are checked (files
+            need not exist yet).
+        path: destination file.
+        relative: write paths relative to the manifest's folder (a portable cohort folder)
+            instead of absolute.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: unknown suffix. ManifestError: structural problems of ``pairs``.
+    """
+    dest = Path(path)
+    suffix = dest.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".tab"):
+        raise ValueError(f"{dest}: manifest name must end in .csv, .tsv or .tab")
+    pairs = list(pairs)
+    problems = _problems(pairs, False, check_files=False) if pairs else ["empty manifest: no pairs"]
+    if problems:
+        raise ManifestError(problems, dest)
+    if not dest.parent.is_dir():
+        raise ValueError(f"{dest}: directory {dest.parent} does not exist")
+    base = _norm(dest).parent
+    used = [c for c in COLUMNS if c in REQUIRED_COLUMNS or any(getattr(p, c) is not None for p in pairs)]
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, delimiter="," if suffix == ".csv" else "\t", lineterminator="\n")
+    writer.writerow(used)
+    for spec in pairs:
+        cells = spec.cells()
+        if relative:
+            for col in PATH_COLUMNS:
+                value = getattr(spec, col)
+                if value is not None:
+                    cells[col] = os.path.relpath(_norm(value), base)
+        writer.writerow([cells[c] for c in used])
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    logger.info("wrote %s (%d pairs)", dest, len(pairs))
+    return dest
+
+
+# ----------------------------------------------------------------------------------- generators
+def _numbered(pairs: list[PairSpec]) -> list[PairSpec]:
+    """Rows as written, and a structural check (ids unique and safe)."""
+    out = [PairSpec(**{f.name: getattr(p, f.name) for f in fields(PairSpec) if f.name != "row"},
+                    row=i + 2) for i, p in enumerate(pairs)]
+    problems = validate_pairs(out, check_images=False)
+    if problems:
+        raise ManifestError(problems)
+    return out
+
+
+def _images(folder: str | os.PathLike, pattern: str, labels_pattern: str | None,
+            exclude: Iterable[Path] = ()) -> tuple[list[Path], dict[Path, Path]]:
+    """Images matching ``pattern`` in ``folder`` (natural order; label maps named by
+    ``labels_pattern`` and ``exclude`` left out) and, with ``labels_pattern``, each one's labels."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: no such folder")
+    if labels_pattern is not None and "{stem}" not in labels_pattern:
+        raise ValueError(f"labels_pattern {labels_pattern!r} must contain '{{stem}}', e.g. "
+                         "'{stem}_seg.nii.gz'")
+    skip = {_norm(p) for p in exclude}
+    found = [_norm(p) for p in root.glob(pattern) if p.is_file()]
+    found = [p for p in found if p not in skip]
+    labels: dict[Path, Path] = {}
+    if labels_pattern is not None:
+        names = {p.parent / labels_pattern.format(stem=_stem(p)) for p in found}
+        found = [p for p in found if p not in names]
+        missing = []
+        for p in found:
+            lab = p.parent / labels_pattern.format(stem=_stem(p))
+            if lab.is_file():
+                labels[p] = lab
+            else:
+                missing.append(str(lab))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} image(s) in {root} have no label map "
+                                    f"({labels_pattern!r}): " + ", ".join(missing))
+    found.sort(key=lambda p: _natural_key(p.name))
+    return found, labels
+
+
+def pairs_to_atlas(folder: str | os.PathLike, atlas: str | os.PathLike,
+                   pattern: str = "*.nii.gz", labels_pattern: str | None = None, *,
+                   atlas_labels: str | os.PathLike | None = None) -> list[PairSpec]:
+    """Every image of ``folder`` registered to ``atlas`` (the fixed image of every pair).
+
+    Args:
+        folder: the images' folder (``pattern`` is a glob in it; the atlas is left out if it
+            lies there).
+        atlas: the atlas image.
+        pattern: glob for the images.
+        labels_pattern: the name of each image's label map next to it, with ``{stem}`` standing
+            for the image name without ``.nii``/``.nii.gz`` (e.g. ``"{stem}_seg.nii.gz"``); files
+            with such names are not taken as images. Every image must have one.
+        atlas_labels: the atlas's label map (default, with ``labels_pattern``: the pattern
+            applied to the atlas's name, next to the atlas).
+
+    Returns:
+        One pair per image (natural name order), id = the image's name without extension.
+    """
+    atlas_p = _norm(Path(atlas))
+    if not atlas_p.is_file():
+        raise FileNotFoundError(f"{atlas_p}: no such atlas image")
+    exclude = [atlas_p]
+    atlas_lab = None
+    if atlas_labels is not None:
+        atlas_lab = _norm(Path(atlas_labels))
+    elif labels_pattern is not None and "{stem}" in labels_pattern:
+        atlas_lab = atlas_p.parent / labels_pattern.format(stem=_stem(atlas_p))
+    if labels_pattern is not None:
+        if atlas_lab is None or not atlas_lab.is_file():
+            raise FileNotFoundError(f"{atlas_lab}: no such atlas label map (pass atlas_labels)")
+        exclude.append(atlas_lab)
+    images, labels = _images(folder, pattern, labels_pattern, exclude)
+    if not images:
+        raise ValueError(f"{folder}: no images match {pattern!r}")
+    return _numbered([
+        PairSpec(id=_safe_id(_stem(p)), fixed=atlas_p, moving=p,
+                 fixed_labels=atlas_lab if labels_pattern else None, moving_labels=labels.get(p))
+        for p in images])
+
+
+def all_pairs(folder: str | os.PathLike, pattern: str = "*.nii.gz", ordered: bool = True, *,
+              labels_pattern: str | None = None) -> list[PairSpec]:
+    """Every pair of distinct images of ``folder`` (no self pairs).
+
+    With ``ordered`` (default) both directions, n (n - 1) pairs: for each moving image (natural
+    name order), every other image as fixed. Otherwise n (n - 1) / 2 pairs, the earlier image
+    (natural order) moving and the later one fixed. Ids are ``<moving>_to_<fixed>``.
+    ``labels_pattern`` as in :func:`pairs_to_atlas`.
+    """
+    images, labels = _images(folder, pattern, labels_pattern)
+    if len(images) < 2:
+        raise ValueError(f"{folder}: {len(images)} image(s) match {pattern!r}; pairs need >= 2")
+    combos = itertools.permutations(images, 2) if ordered else itertools.combinations(images, 2)
+    return _numbered([
+        PairSpec(id=_safe_id(f"{_stem(m)}_to_{_stem(f)}"), fixed=f, moving=m,
+                 fixed_labels=labels.get(f), moving_labels=labels.get(m))
+        for m, f in combos])
+
+
+def _session_image(anat: Path, sub: str, ses: str, suffix: str) -> Path | None:
+    found = [p for ext in _NIFTI_SUFFIXES for p in anat.glob(f"{sub}_{ses}_*{suffix}{ext}")
+             if p.is_file() and _stem(p).endswith(f"_{suffix}") and _nifti_ext(p) == ext]
+    if len(found) > 1:
+        names = ", ".join(sorted(p.name for p in found))
+        raise ValueError(f"{anat}: {len(found)} '{suffix}' images for {sub} {ses} ({names}); "
+                         "the pair would be ambiguous")
+    return _norm(found[0]) if found else None
+
+
+def _session_labels(image: Path, suffix: str) -> Path | None:
+    stem, ext = _stem(image), _nifti_ext(image)
+    for name in (f"{stem[: -len(suffix) - 1]}_dseg{ext}", f"{stem}_dseg{ext}"):
+        cand = image.parent / name
+        if cand.is_file():
+            return cand
+    return None
+
+
+def longitudinal_pairs(bids_root: str | os.PathLike, suffix: str = "T1w") -> list[PairSpec]:
+    """Consecutive sessions of each subject of a BIDS-like tree.
+
+    Images are ``sub-*/ses-*/anat/sub-<s>_ses-<t>[_<entities>]_<suffix>.nii[.gz]`` (one per
+    session). Subjects and sessions are sorted naturally; sessions without the image are skipped,
+    so each subject with k imaged sessions gives k - 1 pairs: the earlier session moving, the
+    next one fixed, id ``sub-<s>_ses-<t1>_to_ses-<t2>``, group ``sub-<s>``. A sibling label map
+    ``..._dseg.nii[.gz]`` (the image's name with ``_<suffix>`` replaced by ``_dseg``, or
+    ``_dseg`` appended) is used when both sessions of a pair have one.
+    """
+    root = Path(bids_root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: no such folder")
+    pairs: list[PairSpec] = []
+    subjects = sorted((d for d in root.glob("sub-*") if d.is_dir()),
+                      key=lambda d: _natural_key(d.name))
+    for sub_dir in subjects:
+        sub = sub_dir.name
+        sessions = sorted((d for d in sub_dir.glob("ses-*") if d.is_dir()),
+                          key=lambda d: _natural_key(d.name))
+        imaged = []
+        for ses_dir in sessions:
+            image = _session_image(ses_dir / "anat", sub, ses_dir.name, suffix)
+            if image is not None:
+                imaged.append((ses_dir.name, image, _session_labels(image, suffix)))
+        if len(imaged) < 2:
+            logger.info("%s: %d session(s) with a %s image; no pairs", sub, len(imaged), suffix)
+        for (ses_a, img_a, lab_a), (ses_b, img_b, lab_b) in zip(imaged, imaged[1:]):
+            both = lab_a is not None and lab_b is not None
+            pairs.append(PairSpec(
+                id=_safe_id(f"{sub}_{ses_a}_to_{ses_b}"), fixed=img_b, moving=img_a,
+                fixed_labels=lab_b if both else None, moving_labels=lab_a if both else None,
+                group=sub))
+    if not pairs:
+        raise ValueError(f"{root}: no subject has two sessions with a '{suffix}' image")
+    return _numbered(pairs)

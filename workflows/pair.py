@@ -1,0 +1,284 @@
+"""The workflow of one fixed/moving pair: registration -> evaluation -> QC report.
+
+:func:`pair_workflow` is the constructor (in the spirit of niworkflows' ``init_*_wf``): it returns
+a parameterised :class:`PairWorkflow`, a pydra workflow whose nodes are
+
+* ``register``: :class:`~rdmm_pipelines.interfaces.RdmmRegistration` for our methods
+  (:data:`OUR_METHODS`) or a baseline task (:data:`BASELINE_METHODS`);
+* ``evaluate``: :class:`~rdmm_pipelines.interfaces.Evaluate`, given the registration's status and
+  message, so that a failed registration still gives a (failed) row;
+* ``qc``: :class:`PairQc`, the :class:`~rdmm_pipelines.interfaces.VisualReport` stage made
+  tolerant of a failed registration (it is then skipped, not failed).
+
+All pydra calls go through :mod:`rdmm_pipelines.interfaces._pydra`. Every stage records a failure
+as ``status``/``message`` instead of raising, so a pair never stops a cohort.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+
+from fileformats.application import Json
+from fileformats.generic import File
+from fileformats.image import Png
+from rdmm_pipelines.interfaces._pydra import Outputs, Task, arg, define, workflow
+from rdmm_pipelines.interfaces.common import NiftiImage, check_nifti, check_subject_id
+
+__all__ = [
+    "BASELINE_METHODS",
+    "METHODS",
+    "OUR_METHODS",
+    "PairQc",
+    "PairWorkflow",
+    "pair_workflow",
+    "registration_node",
+]
+
+#: our methods -> RdmmRegistration inputs (model, regularizer); "rdmm-predefined" also needs the
+#: moving image's region map (``moving_regions``)
+OUR_METHODS: dict[str, dict[str, ty.Any]] = {
+    "vsvf": {"model": "vsvf"},
+    "lddmm": {"model": "lddmm"},
+    "rdmm-predefined": {"model": "rdmm", "regularizer": "predefined"},
+    "rdmm-optimized": {"model": "rdmm", "regularizer": "optimized"},
+}
+
+#: baseline methods -> name of their task in rdmm_pipelines.interfaces
+BASELINE_METHODS: dict[str, str] = {
+    "ants-syn": "AntsSyN",
+    "sitk-demons": "SimpleITKDemons",
+    "niftyreg": "NiftyRegF3D",
+}
+
+#: every method a pair workflow accepts
+METHODS: tuple[str, ...] = (*OUR_METHODS, *BASELINE_METHODS)
+
+_OUTPUTS = ["csv_row", "evaluation", "png", "html", "status", "message", "mean_dice", "displacement",
+            "warped", "seconds", "device_used", "subject_id", "method"]
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is one of :data:`METHODS`, else a ValueError naming them."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=None, config_json=None,
+                      preset=None, affine=None, device="auto", threads=0, **options: ty.Any) -> Task:
+    """The registration task of ``method`` for one pair (not yet added to a workflow).
+
+    Args:
+        method: one of :data:`METHODS`.
+        fixed, moving, subject_id: the pair.
+        moving_regions: region map of the moving image ("rdmm-predefined" only).
+        config_json, preset, affine, device: RdmmRegistration inputs (our methods only; the
+            device is resolved when the task runs, "auto" by default).
+        threads: CPU threads of the task (0: all).
+        **options: further inputs of the task (e.g. ``levels=1, iterations=5`` for sitk-demons).
+    """
+    from rdmm_pipelines import interfaces
+
+    check_method(method)
+    if method in OUR_METHODS:
+        extra = dict(OUR_METHODS[method])
+        if extra.get("regularizer") == "predefined":
+            extra["region_labels"] = moving_regions
+        return interfaces.RdmmRegistration(
+            fixed=fixed, moving=moving, subject_id=subject_id, config_json=config_json, preset=preset,
+            affine=affine, device=device, threads=threads, **extra, **options)
+    task = getattr(interfaces, BASELINE_METHODS[method])
+    return task(fixed=fixed, moving=moving, subject_id=subject_id, threads=threads, **options)
+
+
+# ------------------------------------------------------------------ QC that tolerates failure
+def _run_pair_qc(fixed, moving, warped, displacement, subject_id, method, jacobian, fixed_labels,
+                 moving_labels, evaluation, registration_status, registration_message):
+    """The body of :class:`PairQc` (module level: worker processes import it)."""
+    if registration_status != "ok" or warped is None or displacement is None:
+        why = registration_message or "the registration gave no transform"
+        return {"png": None, "html": None, "status": "skipped", "message": f"registration failed: {why}"}
+    from rdmm_pipelines.interfaces.report import _run_report
+
+    return _run_report(fixed, moving, warped, displacement, subject_id, method, jacobian, fixed_labels,
+                       moving_labels, evaluation, "")
+
+
+@define
+class PairQc(Task["PairQc.Outputs"]):
+    """VisualReport of one registration, skipped (status "skipped") when the registration failed.
+
+    Args:
+        fixed: the target image.
+        moving: the source image.
+        warped: the warped source (None when the registration failed).
+        displacement: the registration's displacement field (None when it failed).
+        subject_id: pair identifier, in the output names.
+        method: the method, in the output names and title.
+        jacobian: det J on the fixed grid (computed from the field when not given).
+        fixed_labels: label map of the fixed image (contours).
+        moving_labels: label map of the moving image (warped contours).
+        evaluation: the Evaluate record (numbers in the heading).
+        registration_status: the registration's status; anything but "ok" skips the report.
+        registration_message: the registration's error, repeated in ``message`` when skipped.
+    """
+
+    requires_gpu = False
+
+    fixed: NiftiImage = arg(validator=check_nifti)
+    moving: NiftiImage = arg(validator=check_nifti)
+    warped: NiftiImage | None = arg(default=None)
+    displacement: NiftiImage | None = arg(default=None)
+    subject_id: str = arg(validator=check_subject_id)
+    method: str = arg()
+    jacobian: NiftiImage | None = arg(default=None)
+    fixed_labels: NiftiImage | None = arg(default=None)
+    moving_labels: NiftiImage | None = arg(default=None)
+    evaluation: Json | None = None
+    registration_status: str = "ok"
+    registration_message: str = ""
+
+    class Outputs(Outputs):
+        """
+        Args:
+            png: the QC figure, {subject_id}_{method}_qc.png (None when skipped or failed).
+            html: the QC page, {subject_id}_{method}_qc.html (None when skipped or failed).
+            status: "ok", "failed" or "skipped".
+            message: why it failed or was skipped ("" when ok).
+        """
+
+        png: Png | None
+        html: File | None
+        status: str
+        message: str
+
+    function = staticmethod(_run_pair_qc)
+
+
+# ------------------------------------------------------------------ the pair workflow
+@workflow.define(outputs=_OUTPUTS)
+def PairWorkflow(
+    fixed: NiftiImage,
+    moving: NiftiImage,
+    fixed_labels: NiftiImage,
+    moving_labels: NiftiImage,
+    subject_id: str,
+    method: str,
+    moving_regions: NiftiImage | None = None,
+    fixed_landmarks: File | None = None,
+    moving_landmarks: File | None = None,
+    config_json: Json | None = None,
+    preset: str | None = None,
+    method_options: dict | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    report: bool = True,
+    retries: dict | None = None,
+):
+    """Register one pair with ``method``, evaluate it and draw its QC report.
+
+    The graph depends on ``method`` (our registration or a baseline task), which pydra gives the
+    constructor as a plain value, also inside a split.
+
+    Args:
+        fixed, moving: the pair's images (NIfTI); outputs lie on the fixed grid.
+        fixed_labels, moving_labels: their label maps (Dice).
+        subject_id: pair identifier (output names).
+        method: one of :data:`METHODS`.
+        moving_regions: region map of the moving image for "rdmm-predefined".
+        fixed_landmarks, moving_landmarks: landmark files (TRE), optional.
+        config_json: RegistrationConfig JSON for our methods (their model/regulariser override it).
+        preset: preset name for our methods when no config_json is given.
+        method_options: {method: {input: value}} further task inputs per method (e.g.
+            ``{"sitk-demons": {"levels": 1}}``); only this method's entry is used.
+        device: "auto", "cpu", "cuda[:N]": resolved inside the registration task ("auto" keeps
+            the cache hash machine-independent).
+        threads: CPU threads per task (0: all).
+        report: draw the QC report (the ``qc`` node).
+        retries: {method: attempt}: the registration's ``retry`` input (0 when absent); the
+            cohort workflow bumps it for a (pair, method) that failed, so that it runs again.
+
+    Returns:
+        csv_row: the evaluation as a one-row CSV.
+        evaluation: the evaluation record (JSON).
+        png: the QC figure (None when the registration failed).
+        html: the QC page (None when the registration failed).
+        status: the evaluation's status, "ok", "partial" or "failed".
+        message: why the pair failed ("" when ok).
+        mean_dice: mean Dice over the foreground labels (NaN when failed).
+        displacement: the registration's ITK displacement field (None when failed).
+        warped: the warped moving image (None when failed).
+        seconds: registration time.
+        device_used: the device the registration ran on.
+        subject_id: the pair identifier.
+        method: the method.
+    """
+    from rdmm_pipelines.interfaces import Evaluate
+
+    check_method(method)
+    options = dict((method_options or {}).get(method) or {})
+    options["retry"] = int((retries or {}).get(method, 0))
+    ours = method in OUR_METHODS
+    if ours:
+        options.update(config_json=config_json, preset=preset, device=device)
+    reg = workflow.add(
+        registration_node(method, fixed=fixed, moving=moving, subject_id=subject_id,
+                          moving_regions=moving_regions, threads=threads, **options),
+        name="register")
+    ev = workflow.add(
+        Evaluate(
+            displacement=reg.displacement, fixed_labels=fixed_labels, moving_labels=moving_labels,
+            subject_id=subject_id, method=method, fixed_landmarks=fixed_landmarks,
+            moving_landmarks=moving_landmarks, seconds=reg.seconds, registration_status=reg.status,
+            registration_message=reg.message),
+        name="evaluate")
+    png = html = None
+    if report:
+        qc = workflow.add(
+            PairQc(fixed=fixed, moving=moving, warped=reg.warped, displacement=reg.displacement,
+                   subject_id=subject_id, method=method, jacobian=reg.jacobian if ours else None,
+                   fixed_labels=fixed_labels, moving_labels=moving_labels, evaluation=ev.evaluation,
+                   registration_status=reg.status, registration_message=reg.message),
+            name="qc")
+        png, html = qc.png, qc.html
+    return (ev.csv_row, ev.evaluation, png, html, ev.status, ev.message, ev.mean_dice, reg.displacement,
+            reg.warped, reg.seconds, reg.device_used, subject_id, method)
+
+
+def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
+    """Build the workflow of one pair registered with ``method`` (registration -> Evaluate -> QC).
+
+    Args:
+        method: one of :data:`METHODS`: "vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"
+            (RdmmRegistration) or a baseline "ants-syn", "sitk-demons", "niftyreg".
+        **options: inputs of :class:`PairWorkflow` (``fixed``, ``moving``, ``fixed_labels``,
+            ``moving_labels``, ``subject_id``, ``moving_regions``, landmarks, ``config_json``,
+            ``preset``, ``device``, ``threads``, ``report``); any other keyword is an input of
+            the registration task (e.g. ``levels=1`` for sitk-demons), passed as
+            ``method_options``. Inputs left out can be set later or through ``.split(...)``.
+
+    Returns:
+        A parameterised :class:`PairWorkflow`; run it with
+        :func:`rdmm_pipelines.interfaces.run` (``cache_root=...``, ``worker="cf"``). Its outputs:
+        csv_row, evaluation, png, html, status, message, mean_dice, displacement, warped,
+        seconds, device_used, subject_id, method.
+
+    Example:
+        >>> wf = pair_workflow("lddmm", fixed="f.nii.gz", moving="m.nii.gz", ...)  # doctest: +SKIP
+        >>> out = run(wf, cache_root="cache", worker="cf")                         # doctest: +SKIP
+    """
+    check_method(method)
+    fields = set(_FIELDS)
+    inputs = {k: v for k, v in options.items() if k in fields}
+    task_options = {k: v for k, v in options.items() if k not in fields}
+    if task_options:
+        given = dict(inputs.pop("method_options", None) or {})
+        given[method] = {**given.get(method, {}), **task_options}
+        inputs["method_options"] = given
+    return PairWorkflow(method=method, **inputs)
+
+
+#: the inputs of PairWorkflow that pair_workflow takes by name (the rest go to the registration)
+_FIELDS = ("fixed", "moving", "fixed_labels", "moving_labels", "subject_id", "moving_regions",
+           "fixed_landmarks", "moving_landmarks", "config_json", "preset", "method_options", "device",
+           "threads", "report", "retries")
