@@ -147,12 +147,27 @@ async def _observed(key: str, submit: ty.Callable, job: ty.Any, rerun: bool) -> 
 
 @attrs.define(getstate_setstate=False)
 class ConcurrentWorker(_cf.Worker):
-    """pydra's concurrent-futures worker (a process pool), telling :func:`run`'s ``on_job``
-    listener when each job starts and ends (what ``worker="cf"`` uses)."""
+    """pydra's concurrent-futures worker (a process pool) whose processes are *spawned*, telling
+    :func:`run`'s ``on_job`` listener when each job starts and ends (what ``worker="cf"`` uses).
+
+    pydra's own pool forks the submitting process. A fork is unsafe once that process has run
+    torch on several threads (GNU OpenMP's thread pool does not survive a fork: the children hang
+    at their first parallel region) or initialised CUDA. Spawned processes start clean, at the
+    price of importing the libraries once per pool process; as with any spawning pool, a script
+    that runs a cohort must guard its entry point with ``if __name__ == "__main__":``.
+    """
 
     _plugin_name = "cf"
 
     listener: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        import concurrent.futures
+        import multiprocessing
+
+        self.pool.shutdown(wait=False)  # pydra's forking pool (no process started yet)
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            self.n_procs, mp_context=multiprocessing.get_context("spawn"))
 
     async def run(self, job, rerun=False):
         return await _observed(self.listener, super().run, job, rerun)

@@ -49,6 +49,11 @@ REGISTRATION_FILES = {
     "jacobian": ("jacobian", "jacobian.nii.gz"),
     "record": ("record", "registration.json"),
 }
+#: RDMM only: its local scale sigma(x) at t = 0 and t = 1 (None for vSVF and LDDMM)
+SIGMA_FILES = {
+    "sigma_t0": ("sigma_t0", "sigma_t0.nii.gz"),
+    "sigma_t1": ("sigma_t1", "sigma_t1.nii.gz"),
+}
 
 
 def _link(source: Path, target: Path) -> Path:
@@ -85,7 +90,8 @@ def register_pair(
     ``{subject_id}_{model}_warped.nii.gz`` etc. (:data:`REGISTRATION_FILES`).
 
     Returns:
-        ``{"warped", "displacement", "composite", "jacobian", "record", "result_dir"}`` paths and
+        ``{"warped", "displacement", "composite", "jacobian", "record", "result_dir", "sigma_t0",
+        "sigma_t1"}`` paths (the sigma maps None for vSVF and LDDMM) and
         ``device_used`` ("cpu", "cuda:0"), ``seconds`` (the library's total time).
     """
     from rdmm_pipelines import register
@@ -101,9 +107,10 @@ def register_pair(
         folder = output_path(subject_id, model, "", "", out_dir)
         paths = result.save(folder, extra={"subject_id": subject_id})
     outputs: dict[str, ty.Any] = {"result_dir": folder}
-    for name, (key, suffix) in REGISTRATION_FILES.items():
+    for name, (key, suffix) in {**REGISTRATION_FILES, **SIGMA_FILES}.items():
         what, ext = suffix.split(".", 1)
-        outputs[name] = _link(paths[key], output_path(subject_id, model, what, f".{ext}", out_dir))
+        outputs[name] = (_link(paths[key], output_path(subject_id, model, what, f".{ext}", out_dir))
+                         if key in paths else None)
     outputs["device_used"] = str(dev)
     outputs["seconds"] = float(result.timings.get("total", math.nan))
     return outputs
@@ -114,7 +121,7 @@ def _run_registration(
     device, threads, retry=0
 ):
     """The body of :class:`RdmmRegistration` (module level: worker processes import it)."""
-    failed = {name: None for name in (*REGISTRATION_FILES, "result_dir")}
+    failed = {name: None for name in (*REGISTRATION_FILES, *SIGMA_FILES, "result_dir")}
     outputs = guarded(
         lambda: register_pair(
             fixed, moving, subject_id=subject_id, model=model, regularizer=regularizer,
@@ -184,6 +191,9 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
             jacobian: det of the Jacobian of the transform (physical units) on the fixed grid.
             record: registration.json: configuration, versions, device, timings, energies, folds.
             result_dir: the library's complete result directory (momentum, RDMM sigma maps, ...).
+            sigma_t0: RDMM's local scale sigma(x) in mm at t = 0, on the fixed grid (None
+                for vSVF and LDDMM).
+            sigma_t1: the same at t = 1, after the pre-weights moved with the deformation.
             device_used: the device the registration ran on ("cpu", "cuda:0"); "" if it failed first.
             seconds: registration wall time (NaN if it failed).
             status: "ok" or "failed".
@@ -198,6 +208,8 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
         jacobian: NiftiGz | None
         record: Json | None
         result_dir: Directory | None
+        sigma_t0: NiftiGz | None
+        sigma_t1: NiftiGz | None
         device_used: str
         seconds: float
         status: str

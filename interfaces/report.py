@@ -44,11 +44,14 @@ def report_pair(
     evaluation: os.PathLike | str | None = None,
     title: str = "",
     out_dir: os.PathLike | str | None = None,
+    sigma_t0: os.PathLike | str | None = None,
+    sigma_t1: os.PathLike | str | None = None,
 ) -> dict[str, ty.Any]:
     """Write ``{subject_id}_{method}_qc.png`` and a self-contained ``{subject_id}_{method}_qc.html``
     into ``out_dir`` (default: the working directory): source, target, before/after differences,
     the deformed grid and det J (computed from the displacement field unless ``jacobian`` is
-    given), with label contours and the evaluation's numbers when given."""
+    given), with label contours and the evaluation's numbers when given, and RDMM's sigma(x)
+    at t = 0 and t = 1 when ``sigma_t0`` and ``sigma_t1`` (maps on the fixed grid) are given."""
     from rdmm_pipelines.evaluation import jacobian_determinant_physical
     from rdmm_pipelines.qc import render_qc, write_html_report
     from rdmm_pipelines.spatial import Image, load_image, load_labels, resample_to_grid
@@ -70,20 +73,22 @@ def report_pair(
         output_path(subject_id, method, "qc", ".png", out_dir),
         fixed=fixed_img, moving_on_fixed=resample_to_grid(moving_img, fixed_img.grid),
         warped=load_image(os.fspath(warped)), moving_voxels=transform.moving_voxels, jacobian=det,
-        fixed_labels=fixed_lab, warped_labels=warped_lab, title=heading, metrics=metrics)
+        fixed_labels=fixed_lab, warped_labels=warped_lab, title=heading, metrics=metrics,
+        sigma_t0=None if sigma_t0 is None else load_image(os.fspath(sigma_t0)),
+        sigma_t1=None if sigma_t1 is None else load_image(os.fspath(sigma_t1)))
     html = write_html_report(output_path(subject_id, method, "qc", ".html", out_dir), png, metrics, heading)
     return {"png": png, "html": html}
 
 
 def _run_report(
     fixed, moving, warped, displacement, subject_id, method, jacobian, fixed_labels, moving_labels,
-    evaluation, title
+    evaluation, title, sigma_t0=None, sigma_t1=None
 ):
     """The body of :class:`VisualReport` (module level: worker processes import it)."""
     return guarded(
         lambda: report_pair(fixed, moving, warped, displacement, subject_id=subject_id, method=method,
                             jacobian=jacobian, fixed_labels=fixed_labels, moving_labels=moving_labels,
-                            evaluation=evaluation, title=title),
+                            evaluation=evaluation, title=title, sigma_t0=sigma_t0, sigma_t1=sigma_t1),
         {"png": None, "html": None},
         what=f"{subject_id}: VisualReport ({method})",
         error_file=output_path(subject_id, method, "qc_error", ".txt"))
@@ -110,6 +115,9 @@ class VisualReport(Task["VisualReport.Outputs"]):
         moving_labels: label map of the moving image, warped and drawn as contours.
         evaluation: the Evaluate task's JSON record; its numbers go into the heading and page.
         title: heading; default "{method}: {subject_id}".
+        sigma_t0: RDMM's sigma(x) at t = 0 on the fixed grid (RdmmRegistration's output), drawn
+            with sigma_t1.
+        sigma_t1: RDMM's sigma(x) at t = 1.
     """
 
     requires_gpu = False
@@ -125,6 +133,8 @@ class VisualReport(Task["VisualReport.Outputs"]):
     moving_labels: NiftiImage | None = arg(default=None, validator=check_nifti)
     evaluation: Json | None = None
     title: str = ""
+    sigma_t0: NiftiImage | None = arg(default=None, validator=check_nifti)
+    sigma_t1: NiftiImage | None = arg(default=None, validator=check_nifti)
 
     class Outputs(Outputs):
         """

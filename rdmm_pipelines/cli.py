@@ -108,15 +108,24 @@ def _output_names() -> set[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    import os
 
-    def progress(desc: str, total: int):
-        callback, close = _progress_bar(not args.quiet, desc)
-        return callback, close
+    os.environ.setdefault("NO_ET", "1")  # pydra's online version check fails offline
+    from .workflows.demo import demo_methods, run_demo_cohort
 
-    run_demo(Path(args.out), size=args.size, pairs=args.pairs, models=tuple(args.models), device=args.device,
-             iterations=args.iterations, report=lambda line: print(line, flush=True), progress=progress)
-    return 0
+    methods = args.methods or demo_methods(baseline=not args.no_baseline)
+    out = Path(args.out)
+    print(f"rdmm demo: {args.pairs} synthetic {args.size}x{args.size} pairs x {', '.join(methods)} "
+          f"({args.worker} worker); outputs in {out}/", file=sys.stderr)
+    options = {"n_procs": args.jobs} if args.worker == "cf" and args.jobs else {}
+    result, summary = run_demo_cohort(out, pairs=args.pairs, size=args.size, methods=methods,
+                                      iterations=args.iterations, device=args.device, worker=args.worker,
+                                      progress=not args.quiet, **options)
+    print(summary)
+    for pair_id, method, message in result.failed:
+        print(f"  failed: {pair_id} {method}: {message.splitlines()[0] if message else ''}")
+    print(f"\ntable: {result.table}\nreport (open it in a browser): {result.report}")
+    return 0 if not result.failed else 1
 
 
 def _field_path(result: str) -> Path:
@@ -278,16 +287,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_register)
 
-    d = sub.add_parser("demo", help="register built-in synthetic pairs with every model and report Dice")
+    d = sub.add_parser("demo", help="the cohort workflow on built-in synthetic pairs: every model and a baseline, "
+                                    "a results table and an HTML report")
     d.add_argument("--out", default="rdmm_demo", help="output directory (default: ./rdmm_demo)")
     d.add_argument("--size", type=int, default=96, help="2D image size (default 96; the paper uses 200)")
-    d.add_argument("--pairs", type=int, default=2, help="number of synthetic pairs (default 2)")
-    d.add_argument("--models", nargs="+", default=["vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"],
-                   choices=["vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"])
+    d.add_argument("--pairs", type=int, default=3, help="number of synthetic pairs (default 3)")
+    d.add_argument("--methods", nargs="+", default=None,
+                   choices=["vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized", "sitk-demons", "ants-syn", "niftyreg"],
+                   help="default: vsvf lddmm rdmm-predefined rdmm-optimized, and sitk-demons if SimpleITK is installed")
+    d.add_argument("--no-baseline", action="store_true", help="leave the demons baseline out")
     d.add_argument("--iterations", type=int, nargs=3, default=None, metavar=("COARSE", "MID", "FINE"),
                    help="L-BFGS iterations per scale (default: 20 20 20)")
+    d.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf")
+    d.add_argument("--jobs", type=int, default=None, help="cf worker: concurrent processes (default: all CPUs)")
     d.add_argument("--device", default="auto")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_demo)
 
     a = sub.add_parser("apply", help="apply a saved registration to another image or label map")

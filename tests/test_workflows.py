@@ -155,4 +155,35 @@ def test_cohort_runs_tabulates_failures_and_reuses_the_cache(cohort_inputs, tmp_
     assert json.loads((out / "cohort_retries.json").read_text()) == {"03": {m: 1 for m in METHODS}}
     lines = log.getvalue().splitlines()
     assert lines[-1] == "6 registrations: 4 ok, 2 failed; 2 run now, 4 re-used from the cache", lines
-    assert lines[-2].startswith("cohort: 4/6 done, 2 failed, 0 running"), lines
+    assert lines[-2].startswith("cohort: 4/6 done, 2 failed, 0 in progress"), lines
+
+
+def test_rdmm_pair_workflow_passes_sigma_maps_to_its_report(cohort_inputs, tmp_path):
+    """RDMM's sigma(x) at t = 0 and 1 leave the registration (positive, within the kernel's
+    sigmas in mm) and reach the QC node."""
+    from rdmm_pipelines.interfaces import run
+    from rdmm_pipelines.workflows.pair import pair_workflow
+
+    pairs, config = cohort_inputs
+    p = pairs[0]
+    cfg = get_preset("synthetic-optimized", "rdmm").replace(
+        optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
+    rdmm_config = tmp_path / "rdmm.json"
+    rdmm_config.write_text(json.dumps(cfg.to_dict()))
+    wf = pair_workflow("rdmm-optimized", fixed=p.fixed, moving=p.moving, fixed_labels=p.fixed_labels,
+                       moving_labels=p.moving_labels, subject_id="sub-01", config_json=rdmm_config, threads=1)
+    out = run(wf, cache_root=tmp_path / "cache", worker="debug")
+    assert out.status == "ok" and out.png is not None
+    qc_dirs = [d for d in (tmp_path / "cache").glob("python-*") if (d / "sub-01_rdmm-optimized_qc.png").exists()]
+    assert len(qc_dirs) == 1
+    import cloudpickle
+
+    with open(qc_dirs[0] / "_job.pklz", "rb") as f:
+        qc_task = cloudpickle.load(f).task
+    grid = load_image(p.fixed).grid
+    sigmas_mm = [s * grid.domain_scale for s in cfg.kernel.sigmas]
+    for name in ("sigma_t0", "sigma_t1"):
+        sigma = load_image(getattr(qc_task, name))
+        assert sigma.grid.shape == grid.shape
+        assert float(sigma.data.min()) >= min(sigmas_mm) * (1 - 1e-4)
+        assert float(sigma.data.max()) <= max(sigmas_mm) * (1 + 1e-4)

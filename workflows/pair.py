@@ -93,7 +93,8 @@ def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=
 
 # ------------------------------------------------------------------ QC that tolerates failure
 def _run_pair_qc(fixed, moving, warped, displacement, subject_id, method, jacobian, fixed_labels,
-                 moving_labels, evaluation, registration_status, registration_message):
+                 moving_labels, evaluation, registration_status, registration_message, sigma_t0=None,
+                 sigma_t1=None):
     """The body of :class:`PairQc` (module level: worker processes import it)."""
     if registration_status != "ok" or warped is None or displacement is None:
         why = registration_message or "the registration gave no transform"
@@ -101,7 +102,7 @@ def _run_pair_qc(fixed, moving, warped, displacement, subject_id, method, jacobi
     from rdmm_pipelines.interfaces.report import _run_report
 
     return _run_report(fixed, moving, warped, displacement, subject_id, method, jacobian, fixed_labels,
-                       moving_labels, evaluation, "")
+                       moving_labels, evaluation, "", sigma_t0, sigma_t1)
 
 
 @define
@@ -121,6 +122,8 @@ class PairQc(Task["PairQc.Outputs"]):
         evaluation: the Evaluate record (numbers in the heading).
         registration_status: the registration's status; anything but "ok" skips the report.
         registration_message: the registration's error, repeated in ``message`` when skipped.
+        sigma_t0: RDMM's sigma(x) at t = 0 (drawn with sigma_t1; None for other models).
+        sigma_t1: RDMM's sigma(x) at t = 1.
     """
 
     requires_gpu = False
@@ -137,6 +140,8 @@ class PairQc(Task["PairQc.Outputs"]):
     evaluation: Json | None = None
     registration_status: str = "ok"
     registration_message: str = ""
+    sigma_t0: NiftiImage | None = arg(default=None)
+    sigma_t1: NiftiImage | None = arg(default=None)
 
     class Outputs(Outputs):
         """
@@ -190,7 +195,8 @@ def PairWorkflow(
         config_json: RegistrationConfig JSON for our methods (their model/regulariser override it).
         preset: preset name for our methods when no config_json is given.
         method_options: {method: {input: value}} further task inputs per method (e.g.
-            ``{"sitk-demons": {"levels": 1}}``); only this method's entry is used.
+            ``{"sitk-demons": {"levels": 1}}``, ``{"rdmm-predefined": {"config_json": ...}}``);
+            only this method's entry is used, and it wins over the shared inputs above.
         device: "auto", "cpu", "cuda[:N]": resolved inside the registration task ("auto" keeps
             the cache hash machine-independent).
         threads: CPU threads per task (0: all).
@@ -219,8 +225,8 @@ def PairWorkflow(
     options = dict((method_options or {}).get(method) or {})
     options["retry"] = int((retries or {}).get(method, 0))
     ours = method in OUR_METHODS
-    if ours:
-        options.update(config_json=config_json, preset=preset, device=device)
+    if ours:  # a method's own options (e.g. its config_json) win over the shared ones
+        options = {"config_json": config_json, "preset": preset, "device": device, **options}
     reg = workflow.add(
         registration_node(method, fixed=fixed, moving=moving, subject_id=subject_id,
                           moving_regions=moving_regions, threads=threads, **options),
@@ -238,7 +244,8 @@ def PairWorkflow(
             PairQc(fixed=fixed, moving=moving, warped=reg.warped, displacement=reg.displacement,
                    subject_id=subject_id, method=method, jacobian=reg.jacobian if ours else None,
                    fixed_labels=fixed_labels, moving_labels=moving_labels, evaluation=ev.evaluation,
-                   registration_status=reg.status, registration_message=reg.message),
+                   registration_status=reg.status, registration_message=reg.message,
+                   sigma_t0=reg.sigma_t0 if ours else None, sigma_t1=reg.sigma_t1 if ours else None),
             name="qc")
         png, html = qc.png, qc.html
     return (ev.csv_row, ev.evaluation, png, html, ev.status, ev.message, ev.mean_dice, reg.displacement,

@@ -31,7 +31,8 @@ class CohortProgress:
         min_interval: seconds between two printed lines (the last state is always printed
             by :meth:`close`).
 
-    The line reads ``cohort: 5/12 done, 1 failed, 2 running [40 s]``.
+    The line reads ``cohort: 5/12 done, 1 failed, 2 in progress [40 s]`` (in progress: submitted,
+    queued or running).
     """
 
     def __init__(self, total: int, stream: ty.TextIO | None = sys.stderr, min_interval: float = 2.0):
@@ -77,7 +78,7 @@ class CohortProgress:
     def line(self) -> str:
         """The current state as one line."""
         seconds = time.monotonic() - self._start
-        return (f"cohort: {self.done}/{self.total} done, {self.failed} failed, {self.running} running "
+        return (f"cohort: {self.done}/{self.total} done, {self.failed} failed, {self.running} in progress "
                 f"[{seconds:.0f} s]")
 
     def _print(self, force: bool) -> None:

@@ -31,8 +31,8 @@ def _given(value: ty.Any) -> ty.Any:
 
 
 def _plain(outputs: dict[str, ty.Any]) -> dict[str, ty.Any]:
-    """Paths as strings (nipype traits), everything else unchanged."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in outputs.items()}
+    """Paths as strings (nipype traits), None left out (an undefined output), the rest unchanged."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in outputs.items() if v is not None}
 
 
 # ------------------------------------------------------------------ registration
@@ -57,6 +57,8 @@ class RdmmRegisterOutputSpec(TraitedSpec):
     jacobian = File(exists=True, desc="det J (physical units) on the fixed grid")
     record = File(exists=True, desc="registration.json (config, versions, device, timings, folds)")
     result_dir = Directory(exists=True, desc="the library's complete result directory")
+    sigma_t0 = File(exists=True, desc="RDMM only: local scale sigma(x) in mm at t = 0 on the fixed grid")
+    sigma_t1 = File(exists=True, desc="RDMM only: local scale sigma(x) in mm at t = 1 on the fixed grid")
     device_used = traits.Str(desc="device the registration ran on")
     seconds = traits.Float(desc="registration wall time")
 
