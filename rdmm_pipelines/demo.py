@@ -150,17 +150,14 @@ def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
 def write_scores_csv(scores: Sequence[PairScore], path: Path) -> Path:
     """One row per (pair, method)."""
     import dataclasses
-    import os
-    import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
+    from .atomic import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(PairScore)])
         w.writeheader()
         for s in scores:
             w.writerow(dataclasses.asdict(s))
-    os.replace(tmp, path)
     return path
 
 

@@ -18,8 +18,7 @@ from torch import Tensor
 
 from .affine import AffineTransform, affine_register
 from .config import MODELS, RegistrationConfig
-from .core.interpolation import sample_voxel
-from .core.interpolation import resize_field
+from .core.interpolation import resize_field, sample_voxel
 from .optim.multiscale import IterationRecord, optimize
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset

@@ -14,13 +14,19 @@ from torch import Tensor
 
 from .affine import AffineTransform
 from .config import RegistrationConfig
-from .evaluation import fold_statistics, jacobian_determinant_physical
 from .core.interpolation import resize_field, sample
+from .evaluation import fold_statistics, jacobian_determinant_physical
 from .metric import sigma_map
 from .models.shooting import RDMM, ShootingModel
 from .optim.multiscale import IterationRecord
 from .provenance import write_json_atomic
-from .spatial import Grid, Image, domain_map_to_moving_voxels, save_image, save_itk_displacement_field
+from .spatial import (
+    Grid,
+    Image,
+    domain_map_to_moving_voxels,
+    save_image,
+    save_itk_displacement_field,
+)
 from .transforms import DenseTransform, save_result_composite
 
 __all__ = ["RegistrationResult", "OUTPUT_FILES"]

@@ -31,9 +31,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 import typing as ty
 from dataclasses import dataclass, field
@@ -44,6 +42,8 @@ from fileformats.application import Json
 from fileformats.generic import File
 from rdmm_pipelines.interfaces._pydra import Outputs, Task, arg, define, run, workflow
 from rdmm_pipelines.interfaces.common import NiftiImage
+
+from rdmm_pipelines.atomic import copy_atomic
 
 from .pair import PairWorkflow, check_method
 
@@ -317,23 +317,6 @@ def _sub(pair_id: str) -> str:
     return pair_id if pair_id.startswith("sub-") else f"sub-{pair_id}"
 
 
-def _copy_atomic(source, target: Path) -> Path | None:
-    """Copy ``source`` to ``target`` via a temporary file and ``os.replace`` (None: no source)."""
-    if source is None or not Path(os.fspath(source)).exists():
-        return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(os.fspath(source), tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def _pairs_of(manifest_or_pairs) -> list:
     if isinstance(manifest_or_pairs, (str, os.PathLike)):
         from .manifest import read_manifest
@@ -440,17 +423,17 @@ def run_cohort(
         folder = out / _sub(pair_id) / method
         stem = _sub(pair_id)
         files = {
-            "xfm": _copy_atomic(res.displacement[i], folder / xfm_name(pair_id)),
-            "warped": _copy_atomic(res.warped[i], folder / f"{stem}_desc-warped_moving.nii.gz"),
-            "evaluation": _copy_atomic(res.evaluation[i], folder / f"{stem}_evaluation.json"),
-            "png": _copy_atomic(res.png[i], folder / f"{stem}_qc.png"),
-            "html": _copy_atomic(res.html[i], folder / f"{stem}_qc.html"),
+            "xfm": copy_atomic(res.displacement[i], folder / xfm_name(pair_id)),
+            "warped": copy_atomic(res.warped[i], folder / f"{stem}_desc-warped_moving.nii.gz"),
+            "evaluation": copy_atomic(res.evaluation[i], folder / f"{stem}_evaluation.json"),
+            "png": copy_atomic(res.png[i], folder / f"{stem}_qc.png"),
+            "html": copy_atomic(res.html[i], folder / f"{stem}_qc.html"),
         }
         outputs[(pair_id, method)] = {k: v for k, v in files.items() if v is not None}
         if files["html"] is not None:
             html_links[(pair_id, method)] = files["html"].relative_to(out).as_posix()
 
-    table = _copy_atomic(res.table, out / TABLE_NAME)
+    table = copy_atomic(res.table, out / TABLE_NAME)
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     failed = [(r["id"], r["method"], r["message"]) for r in rows if r["status"] == "failed"]

@@ -16,9 +16,10 @@ import html
 import math
 import os
 import statistics
-import tempfile
 import typing as ty
 from pathlib import Path
+
+from rdmm_pipelines.atomic import atomic_output, write_text_atomic
 
 __all__ = ["plot_dice", "plot_seconds", "summarize", "write_cohort_report"]
 
@@ -86,16 +87,8 @@ def _strip_plot(rows, column: str, ylabel: str, path: Path, *, box: bool, log: b
 
 
 def _save_atomic(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -194,10 +187,4 @@ img {{ max-width: 48%; margin-right: 1%; }}
 {''.join(pair_rows)}</table>
 </body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, page)

@@ -49,7 +49,6 @@ import itertools
 import logging
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -58,6 +57,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from rdmm_pipelines.atomic import write_text_atomic
 from rdmm_pipelines.evaluation import read_points
 from rdmm_pipelines.spatial import Grid
 
@@ -604,15 +604,7 @@ def write_manifest(pairs: Sequence[PairSpec], path: str | os.PathLike, *,
                 if value is not None:
                     cells[col] = os.path.relpath(_norm(value), base)
         writer.writerow([cells[c] for c in used])
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(dest, buf.getvalue())
     logger.info("wrote %s (%d pairs)", dest, len(pairs))
     return dest
 

@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from rdmm_pipelines.atomic import write_text_atomic
 from rdmm_pipelines.spatial import Grid, Image, save_image, save_itk_displacement_field
 from rdmm_pipelines.transforms.dense import itk_physical_geometry
 
@@ -296,20 +297,6 @@ def run_command(
             f"{Path(argv[0]).name} failed with exit code {proc.returncode}:\n{tail}"
         )
     return proc
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def write_log(path: Path, header: Mapping[str, object], lines: list[str]) -> Path | None:

@@ -4,9 +4,20 @@ label warping, and result tables (DESIGN.md section 1.6).
 Imports only :mod:`rdmm_pipelines.core` and :mod:`rdmm_pipelines.spatial` (plus torch and numpy).
 """
 
-from .folds import FOLD_KEYS, diagonal_product_folds, fold_statistics, jacobian_determinant_physical
+from .folds import (
+    FOLD_KEYS,
+    diagonal_product_folds,
+    fold_statistics,
+    jacobian_determinant_physical,
+)
 from .labels import LABEL_WARP_METHODS, warp_labels
-from .landmarks import lps_to_ras, ras_to_lps, read_points, target_registration_error, transform_points
+from .landmarks import (
+    lps_to_ras,
+    ras_to_lps,
+    read_points,
+    target_registration_error,
+    transform_points,
+)
 from .overlap import check_label_sets, dice_per_label, label_values, mean_dice
 from .saved import evaluate_displacement_field
 from .table import STATUSES, EvaluationResult, evaluation_record, write_csv

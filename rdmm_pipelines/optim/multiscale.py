@@ -26,7 +26,12 @@ from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
 from ..similarity import make_similarity
 from .penalties import omt_penalty, penalty_weights, range_penalty
-from .preweights import constant_preweights, logits_from_preweights, preweights_from_logits, resize_preweights
+from .preweights import (
+    constant_preweights,
+    logits_from_preweights,
+    preweights_from_logits,
+    resize_preweights,
+)
 
 __all__ = ["optimize", "OptimizationResult", "IterationRecord", "scale_shapes"]
 

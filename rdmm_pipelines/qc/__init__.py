@@ -8,8 +8,8 @@ self-contained HTML report. matplotlib is imported only when a figure is drawn.
 """
 
 from .figures import format_value, qc_figure, render_qc
-from .report import qc_report, render_result, result_metrics
 from .html import html_report, write_html_report
+from .report import qc_report, render_result, result_metrics
 
 __all__ = [
     "render_qc",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from ..atomic import atomic_output
 from .grid import Grid
 from .image import Image
 
@@ -160,15 +160,8 @@ def write_nifti_atomic(
         raise ValueError(f"{p}: exists and overwrite=False")
     if not p.parent.is_dir():
         raise ValueError(f"{p}: directory {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=f".tmp{suffix}", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_output(p, suffix=f".tmp{suffix}", make_parents=False) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     logger.debug("wrote %s", p)
     return p
 

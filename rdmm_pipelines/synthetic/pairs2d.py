@@ -20,7 +20,14 @@ import math
 import numpy as np
 import torch
 
-from .shapes import Shape2D, SyntheticPair, dilate, erode, labels_to_image, normalized_grid
+from .shapes import (
+    Shape2D,
+    SyntheticPair,
+    dilate,
+    erode,
+    labels_to_image,
+    normalized_grid,
+)
 
 __all__ = ["make_pair_2d", "make_pairs_2d"]
 

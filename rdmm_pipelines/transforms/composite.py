@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..affine.transform import AffineTransform
+from ..atomic import atomic_output
 from ..spatial import Grid, displacement_field_lps
 from .dense import itk_physical_geometry
 
@@ -163,31 +163,24 @@ def save_itk_composite(
         raise ValueError(f"{p}: exists and overwrite=False")
     if not p.parent.is_dir():
         raise ValueError(f"{p}: directory {p.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp.h5", dir=p.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", libver="earliest") as f:
-            _write_string(f, "HDFVersion", f"HDF5 library version: {h5py.version.hdf5_version}")
-            _write_string(f, "ITKVersion", _ITK_FORMAT_VERSION)
-            _write_string(f, "OSName", platform.system() or "unknown")
-            _write_string(f, "OSVersion", platform.release() or "unknown")
-            groups = [
-                (f"CompositeTransform_double_{d}_{d}", None, None),
-                (f"AffineTransform_double_{d}_{d}", aff_params, aff_fixed),
-                (f"DisplacementFieldTransform_double_{d}_{d}", field_params, field_fixed),
-            ]
-            for i, (kind, params, fixed) in enumerate(groups):
-                g = f.create_group(f"TransformGroup/{i}")
-                _write_string(g, "TransformType", kind)
-                if params is not None:
-                    g.create_dataset("TransformFixedParameters",
-                                     data=np.asarray(fixed, dtype="<f8"))
-                    g.create_dataset("TransformParameters", data=np.asarray(params, dtype="<f8"))
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(p, suffix=".tmp.h5", make_parents=False) as tmp, \
+            h5py.File(tmp, "w", libver="earliest") as f:
+        _write_string(f, "HDFVersion", f"HDF5 library version: {h5py.version.hdf5_version}")
+        _write_string(f, "ITKVersion", _ITK_FORMAT_VERSION)
+        _write_string(f, "OSName", platform.system() or "unknown")
+        _write_string(f, "OSVersion", platform.release() or "unknown")
+        groups = [
+            (f"CompositeTransform_double_{d}_{d}", None, None),
+            (f"AffineTransform_double_{d}_{d}", aff_params, aff_fixed),
+            (f"DisplacementFieldTransform_double_{d}_{d}", field_params, field_fixed),
+        ]
+        for i, (kind, params, fixed) in enumerate(groups):
+            g = f.create_group(f"TransformGroup/{i}")
+            _write_string(g, "TransformType", kind)
+            if params is not None:
+                g.create_dataset("TransformFixedParameters",
+                                 data=np.asarray(fixed, dtype="<f8"))
+                g.create_dataset("TransformParameters", data=np.asarray(params, dtype="<f8"))
     return p
 
 
