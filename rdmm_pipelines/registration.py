@@ -216,6 +216,7 @@ def register(
                  "total": time.perf_counter() - t0},
         device=device_description(dev),
         inputs={"fixed": _describe(fixed), "moving": _describe(moving),
-                "region_labels": _describe(region_labels) if region_labels is not None else None},
+                "region_labels": _describe(region_labels) if region_labels is not None else None,
+                "affine": _describe(affine) if affine is not None else None},
         warnings=notes + list(out.warnings),
     )

@@ -189,3 +189,36 @@ def test_rdmm_pair_workflow_passes_sigma_maps_to_its_report(cohort_inputs, tmp_p
         assert sigma.grid.shape == grid.shape
         assert float(sigma.data.min()) >= min(sigmas_mm) * (1 - 1e-4)
         assert float(sigma.data.max()) <= max(sigmas_mm) * (1 + 1e-4)
+
+
+def test_pair_workflow_runs_the_affine_stage_as_its_own_node(cohort_inputs, tmp_path):
+    """With the affine stage enabled, our registration starts from the ``affine`` node's ITK
+    transform (recorded as given in registration.json); a configuration without it has no node."""
+    from rdmm_pipelines.affine import AffineTransform
+    from rdmm_pipelines.interfaces import run
+    from rdmm_pipelines.workflows.pair import pair_workflow
+
+    pairs, config = cohort_inputs  # config: a synthetic preset, affine disabled
+    p = pairs[0]
+    common = {"fixed": p.fixed, "moving": p.moving, "fixed_labels": p.fixed_labels,
+              "moving_labels": p.moving_labels, "subject_id": "sub-01", "threads": 1}
+    assert "affine" not in {n.name for n in pair_workflow("lddmm", **common, config_json=config).construct().nodes}
+
+    cfg = get_preset("default", "lddmm").replace(
+        optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
+    assert cfg.affine.enabled
+    with_affine = tmp_path / "with_affine.json"
+    with_affine.write_text(json.dumps(cfg.to_dict()))
+    wf = pair_workflow("lddmm", **common, config_json=with_affine)
+    assert {n.name for n in wf.construct().nodes} == {"affine", "register", "evaluate", "qc"}
+    out = run(wf, cache_root=tmp_path / "cache", worker="debug")
+    assert out.status == "ok"
+    affine_files = list((tmp_path / "cache").glob("python-*/sub-01_affine_itk.txt"))
+    assert len(affine_files) == 1
+    records = list((tmp_path / "cache").glob("python-*/sub-01_lddmm/registration.json"))
+    assert len(records) == 1
+    given_record = json.loads(records[0].read_text())["inputs"]["affine"]
+    assert given_record["path"] == str(affine_files[0].resolve())  # the node's, not re-estimated
+    saved = AffineTransform.read(records[0].parent / "affine_itk.txt")
+    given = AffineTransform.read(affine_files[0])
+    assert torch.allclose(torch.as_tensor(saved.matrix), torch.as_tensor(given.matrix), atol=1e-5)

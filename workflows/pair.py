@@ -1,8 +1,11 @@
-"""The workflow of one fixed/moving pair: registration -> evaluation -> QC report.
+"""The workflow of one fixed/moving pair: (affine ->) registration -> evaluation -> QC report.
 
 :func:`pair_workflow` is the constructor (in the spirit of niworkflows' ``init_*_wf``): it returns
 a parameterised :class:`PairWorkflow`, a pydra workflow whose nodes are
 
+* ``affine`` (our methods, when their configuration enables the affine stage):
+  :class:`~rdmm_pipelines.interfaces.AffineRegistration`, whose ITK affine the registration
+  starts from (intensity normalisation happens inside both, as ``register()`` does it);
 * ``register``: :class:`~rdmm_pipelines.interfaces.RdmmRegistration` for our methods
   (:data:`OUR_METHODS`) or a baseline task (:data:`BASELINE_METHODS`);
 * ``evaluate``: :class:`~rdmm_pipelines.interfaces.Evaluate`, given the registration's status and
@@ -160,6 +163,28 @@ class PairQc(Task["PairQc.Outputs"]):
     function = staticmethod(_run_pair_qc)
 
 
+def _separate_affine(config_json, preset) -> bool:
+    """Whether our registration's affine stage runs as its own ``affine`` node.
+
+    It does when the configuration enables it and :class:`AffineRegistration` would use the same
+    affine settings: those of ``config_json``, or, for a preset, when the preset's affine
+    settings are the defaults. The node's result is cached on its own: re-running with another
+    deformable configuration (same affine section in the same file, or a preset) re-uses it.
+    A failed affine node leaves ``affine`` None and the registration estimates it itself.
+    """
+    import os
+    from pathlib import Path
+
+    from rdmm_pipelines.affine import AffineConfig
+    from rdmm_pipelines.interfaces.common import read_config
+    from rdmm_pipelines.presets import get_preset
+
+    if config_json is not None:
+        return read_config(Path(os.fspath(config_json))).affine.enabled
+    affine = get_preset(preset or "default").affine
+    return affine.enabled and affine == AffineConfig()
+
+
 # ------------------------------------------------------------------ the pair workflow
 @workflow.define(outputs=_OUTPUTS)
 def PairWorkflow(
@@ -227,6 +252,14 @@ def PairWorkflow(
     ours = method in OUR_METHODS
     if ours:  # a method's own options (e.g. its config_json) win over the shared ones
         options = {"config_json": config_json, "preset": preset, "device": device, **options}
+        if options.get("affine") is None and _separate_affine(options["config_json"], options["preset"]):
+            from rdmm_pipelines.interfaces import AffineRegistration
+
+            aff = workflow.add(
+                AffineRegistration(fixed=fixed, moving=moving, subject_id=subject_id,
+                                   config_json=options["config_json"], device=device, threads=threads),
+                name="affine")
+            options["affine"] = aff.affine
     reg = workflow.add(
         registration_node(method, fixed=fixed, moving=moving, subject_id=subject_id,
                           moving_regions=moving_regions, threads=threads, **options),
