@@ -11,6 +11,7 @@ import typing as ty
 
 from fileformats.application import Json
 from fileformats.generic import File
+from fileformats.medimage import NiftiGz
 from fileformats.text import Csv
 
 from ._pydra import Outputs, Task, arg, define
@@ -60,13 +61,16 @@ def evaluate_pair(
     with status "failed" and the reason in the message.
 
     Returns:
-        ``{"evaluation", "csv_row", "mean_dice", "status", "message"}``; status is the record's:
-        "ok", "partial" (some metric undefined, e.g. an empty label map) or "failed".
+        ``{"evaluation", "csv_row", "warped_labels", "mean_dice", "status", "message"}``; status
+        is the record's: "ok", "partial" (some metric undefined, e.g. an empty label map) or
+        "failed"; ``warped_labels`` ({subject_id}_{method}_warped_labels.nii.gz, the moving labels
+        on the fixed grid) is None when the labels could not be warped.
     """
     from rdmm_pipelines.evaluation import EvaluationResult, write_csv
 
     if seconds is not None and not math.isfinite(seconds):
         seconds = None
+    warped_labels = output_path(subject_id, method, "warped_labels", ".nii.gz", out_dir)
     if registration_status == "failed" or displacement is None:
         reason = registration_message or "no displacement field"
         record = EvaluationResult(subject_id, method, seconds=seconds, status="failed",
@@ -76,13 +80,14 @@ def evaluate_pair(
             record = measure(displacement, fixed_labels, moving_labels, subject_id=subject_id,
                              method=method, fixed_landmarks=fixed_landmarks,
                              moving_landmarks=moving_landmarks, landmark_convention=landmark_convention,
-                             label_warp=label_warp, seconds=seconds)
+                             label_warp=label_warp, seconds=seconds, warped_labels_path=warped_labels)
         except Exception as exc:  # recorded as a failed row: the cohort table still gets this pair
             record = EvaluationResult(subject_id, method, seconds=seconds, status="failed",
                                       message=f"evaluation failed: {failure_message(exc)}")
     return {
         "evaluation": record.to_json(output_path(subject_id, method, "evaluation", ".json", out_dir)),
         "csv_row": write_csv([record], output_path(subject_id, method, "evaluation", ".csv", out_dir)),
+        "warped_labels": warped_labels if warped_labels.exists() else None,
         "mean_dice": record.mean_dice,
         "status": record.status,
         "message": record.message,
@@ -101,7 +106,7 @@ def _run_evaluate(
             fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks,
             landmark_convention=landmark_convention, label_warp=label_warp, seconds=seconds,
             registration_status=registration_status, registration_message=registration_message),
-        {"evaluation": None, "csv_row": None, "mean_dice": math.nan},
+        {"evaluation": None, "csv_row": None, "warped_labels": None, "mean_dice": math.nan},
         what=f"{subject_id}: Evaluate ({method})",
         error_file=output_path(subject_id, method, "evaluation_error", ".txt"))
 
@@ -151,6 +156,8 @@ class Evaluate(Task["Evaluate.Outputs"]):
         Args:
             evaluation: the record as JSON, {subject_id}_{method}_evaluation.json.
             csv_row: the record as a one-row CSV with a header (concatenate for a cohort table).
+            warped_labels: the moving labels warped onto the fixed grid (label_warp),
+                {subject_id}_{method}_warped_labels.nii.gz; None when they could not be.
             mean_dice: mean Dice over the foreground labels (NaN if not measured).
             status: the record's status: "ok", "partial" or "failed".
             message: why a metric is missing or the pair failed ("" when ok).
@@ -158,6 +165,7 @@ class Evaluate(Task["Evaluate.Outputs"]):
 
         evaluation: Json | None
         csv_row: Csv | None
+        warped_labels: NiftiGz | None
         mean_dice: float
         status: str
         message: str

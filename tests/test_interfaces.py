@@ -285,6 +285,17 @@ def test_evaluate_writes_record_and_csv_row(data, registered, tmp_path):
     header, row, *rest = Path(out.csv_row).read_text().splitlines()
     assert not rest and header.startswith("pair_id,method,status") and "dice_1" in header
     assert row.startswith(f"{SUBJECT},lddmm,ok")
+    # the warped label map it measured: the registration's field applied by nearest neighbour,
+    # and its Dice with the fixed labels is the record's
+    from rdmm_pipelines.evaluation import dice_per_label, mean_dice
+    from rdmm_pipelines.spatial import load_labels
+    from rdmm_pipelines.transforms import DenseTransform
+
+    warped = load_labels(out.warped_labels)
+    moving = load_labels(data["moving_labels"])
+    expected = DenseTransform.from_displacement_field(reg.displacement, moving.grid).apply(moving)
+    assert torch.equal(warped.data, expected.data) and warped.grid.shape == expected.grid.shape
+    assert mean_dice(dice_per_label(warped.data, load_labels(data["fixed_labels"]).data)) == pytest.approx(out.mean_dice)
 
 
 def test_evaluate_records_a_failed_registration(data, tmp_path):
@@ -295,6 +306,7 @@ def test_evaluate_records_a_failed_registration(data, tmp_path):
     record = json.loads(Path(out.evaluation).read_text())
     assert record["status"] == "failed" and record["mean_dice"] is None
     assert Path(out.csv_row).read_text().splitlines()[1].startswith("sub-02,rdmm,failed")
+    assert out.warped_labels is None
 
 
 def test_visual_report(data, registered, tmp_path):
@@ -430,6 +442,7 @@ def test_nipype_workflow_multiproc(data, tmp_path, monkeypatch):
                            subject_id=SUBJECT, method="lddmm"), name="evaluate")
     ap = Node(RdmmApply(image=str(data["moving"]), subject_id=SUBJECT), name="apply")
     wf = Workflow(name="pair", base_dir=str(tmp_path))
+    wf.config["execution"]["crashdump_dir"] = str(tmp_path)  # not the working directory
     wf.config["execution"]["remove_unnecessary_outputs"] = False  # nipype deletes unconnected outputs
     wf.connect([(reg, ev, [("displacement", "displacement"), ("seconds", "seconds")]),
                 (reg, ap, [("displacement", "displacement")])])

@@ -131,6 +131,8 @@ def test_cohort_runs_tabulates_failures_and_reuses_the_cache(cohort_inputs, tmp_
             folder = out / f"sub-{p.id}" / m
             assert (folder / xfm_name(p.id)).is_file()
             assert (folder / f"sub-{p.id}_qc.html").is_file() and (folder / f"sub-{p.id}_evaluation.json").is_file()
+            warped_labels = load_image(folder / f"sub-{p.id}_desc-warped_dseg.nii.gz")
+            assert warped_labels.grid.shape == load_image(p.fixed).grid.shape
     assert not (out / "sub-03" / "lddmm" / xfm_name("03")).exists()
 
     page = result.report.read_text()

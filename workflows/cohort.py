@@ -11,7 +11,7 @@
       out_dir/cohort_provenance.json  (worker, versions, times, SLURM job ids)
       out_dir/cohort_retries.json     (attempt numbers of pairs that failed before)
       out_dir/sub-<id>/<method>/sub-<id>_from-moving_to-fixed_mode-image_xfm.nii.gz
-      out_dir/sub-<id>/<method>/sub-<id>_desc-warped_moving.nii.gz
+      out_dir/sub-<id>/<method>/sub-<id>_desc-warped_moving.nii.gz, ..._desc-warped_dseg.nii.gz
       out_dir/sub-<id>/<method>/sub-<id>_evaluation.json, sub-<id>_qc.png, sub-<id>_qc.html
 
   Every file is written atomically (a temporary name in the same folder, then ``os.replace``).
@@ -170,7 +170,8 @@ class CohortTable(Task["CohortTable.Outputs"]):
 
 # ------------------------------------------------------------------ the cohort workflow
 _COHORT_OUTPUTS = ["table", "subject_id", "method", "status", "message", "mean_dice", "evaluation",
-                   "csv_row", "png", "html", "displacement", "warped", "seconds", "device_used"]
+                   "csv_row", "png", "html", "displacement", "warped", "warped_labels", "seconds",
+                   "device_used"]
 
 
 @workflow.define(outputs=_COHORT_OUTPUTS)
@@ -225,6 +226,7 @@ def CohortWorkflow(
         html: QC page per (pair, method).
         displacement: displacement field per (pair, method).
         warped: warped moving image per (pair, method).
+        warped_labels: moving label map on the fixed grid per (pair, method).
         seconds: registration time per (pair, method).
         device_used: device per (pair, method).
     """
@@ -244,8 +246,8 @@ def CohortWorkflow(
                     devices=pair.device_used),
         name="table")
     return (table.table, pair.subject_id, pair.method, pair.status, pair.message, pair.mean_dice,
-            pair.evaluation, pair.csv_row, pair.png, pair.html, pair.displacement, pair.warped, pair.seconds,
-            pair.device_used)
+            pair.evaluation, pair.csv_row, pair.png, pair.html, pair.displacement, pair.warped,
+            pair.warped_labels, pair.seconds, pair.device_used)
 
 
 def _absolute(value):
@@ -298,7 +300,8 @@ class CohortResult:
         report: out_dir/cohort_report.html.
         rows: the table's rows (dicts of strings, as read back from the CSV).
         failed: (id, method, message) of every pair that failed.
-        outputs: per (id, method): the laid-out files ("xfm", "warped", "evaluation", "png", "html").
+        outputs: per (id, method): the laid-out files ("xfm", "warped", "warped_labels",
+            "evaluation", "png", "html").
     """
 
     table: Path
@@ -425,6 +428,7 @@ def run_cohort(
         files = {
             "xfm": copy_atomic(res.displacement[i], folder / xfm_name(pair_id)),
             "warped": copy_atomic(res.warped[i], folder / f"{stem}_desc-warped_moving.nii.gz"),
+            "warped_labels": copy_atomic(res.warped_labels[i], folder / f"{stem}_desc-warped_dseg.nii.gz"),
             "evaluation": copy_atomic(res.evaluation[i], folder / f"{stem}_evaluation.json"),
             "png": copy_atomic(res.png[i], folder / f"{stem}_qc.png"),
             "html": copy_atomic(res.html[i], folder / f"{stem}_qc.html"),

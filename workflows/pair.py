@@ -57,7 +57,7 @@ BASELINE_METHODS: dict[str, str] = {
 METHODS: tuple[str, ...] = (*OUR_METHODS, *BASELINE_METHODS)
 
 _OUTPUTS = ["csv_row", "evaluation", "png", "html", "status", "message", "mean_dice", "displacement",
-            "warped", "seconds", "device_used", "subject_id", "method"]
+            "warped", "warped_labels", "seconds", "device_used", "subject_id", "method"]
 
 
 def check_method(method: str) -> str:
@@ -239,6 +239,7 @@ def PairWorkflow(
         mean_dice: mean Dice over the foreground labels (NaN when failed).
         displacement: the registration's ITK displacement field (None when failed).
         warped: the warped moving image (None when failed).
+        warped_labels: the moving label map on the fixed grid (None when failed).
         seconds: registration time.
         device_used: the device the registration ran on.
         subject_id: the pair identifier.
@@ -282,7 +283,7 @@ def PairWorkflow(
             name="qc")
         png, html = qc.png, qc.html
     return (ev.csv_row, ev.evaluation, png, html, ev.status, ev.message, ev.mean_dice, reg.displacement,
-            reg.warped, reg.seconds, reg.device_used, subject_id, method)
+            reg.warped, ev.warped_labels, reg.seconds, reg.device_used, subject_id, method)
 
 
 def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
@@ -301,7 +302,7 @@ def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
         A parameterised :class:`PairWorkflow`; run it with
         :func:`rdmm_pipelines.interfaces.run` (``cache_root=...``, ``worker="cf"``). Its outputs:
         csv_row, evaluation, png, html, status, message, mean_dice, displacement, warped,
-        seconds, device_used, subject_id, method.
+        warped_labels, seconds, device_used, subject_id, method.
 
     Example:
         >>> wf = pair_workflow("lddmm", fixed="f.nii.gz", moving="m.nii.gz", ...)  # doctest: +SKIP

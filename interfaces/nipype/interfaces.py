@@ -139,6 +139,7 @@ class RdmmEvaluateInputSpec(BaseInterfaceInputSpec):
 class RdmmEvaluateOutputSpec(TraitedSpec):
     evaluation = File(exists=True, desc="the evaluation record (JSON)")
     csv_row = File(exists=True, desc="the record as a one-row CSV with header")
+    warped_labels = File(exists=True, desc="the moving labels warped onto the fixed grid")
     mean_dice = traits.Float(desc="mean Dice over the foreground labels (NaN if not measured)")
     status = traits.Str(desc='"ok", "partial" or "failed"')
     message = traits.Str(desc="why a metric is missing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..spatial import load_labels
+from ..spatial import load_labels, save_image
 from ..transforms import DenseTransform
 from .folds import jacobian_determinant_physical
 from .labels import warp_labels
@@ -27,12 +27,15 @@ def evaluate_displacement_field(
     landmark_convention: str = "RAS",
     label_warp: str = "nearest",
     seconds: float | None = None,
+    warped_labels_path: os.PathLike | str | None = None,
 ) -> EvaluationResult:
     """Dice per label, folds of det J and (with both landmark files) TRE of a saved transform.
 
     The moving labels are warped through the ITK displacement field (fixed-to-moving, LPS, on the
     fixed grid) and compared with the fixed labels; det J is the full determinant in physical
     units (:func:`~.folds.jacobian_determinant_physical`).
+
+    With ``warped_labels_path``, the warped moving label map (on the fixed grid) is also saved.
 
     Raises:
         ValueError: one landmark file without the other, or fixed labels off the field's grid.
@@ -46,6 +49,8 @@ def evaluate_displacement_field(
         raise ValueError(f"fixed labels {fixed_labels}: grid {fixed_lab.grid} is not the displacement "
                          f"field's (fixed) grid {transform.fixed_grid}")
     warped = warp_labels(moving_lab, transform.moving_voxels, transform.fixed_grid, method=label_warp)
+    if warped_labels_path is not None:
+        save_image(warped, warped_labels_path)
     det = jacobian_determinant_physical(transform.moving_voxels.double(), transform.fixed_grid,
                                         transform.moving_grid)
     tre = None
