@@ -223,6 +223,9 @@ def cmd_cohort(args: argparse.Namespace) -> int:
         print(f"rdmm cohort: a task crashed; finished pairs are cached, run again to resume.\n{err}",
               file=sys.stderr)
         return 1
+    except RuntimeError as err:  # another run holds the cache; SLURM unreachable
+        print(f"rdmm cohort: error: {err}", file=sys.stderr)
+        return 2
     for pair_id, method, message in result.failed:
         print(f"  failed: {pair_id} {method}: {message.splitlines()[0] if message else ''}")
     print(f"table: {result.table}\nreport: {result.report}")

@@ -13,6 +13,7 @@ os.environ.setdefault("NO_ET", "1")  # pydra's online version check: not offline
 import io
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -224,3 +225,69 @@ def test_pair_workflow_runs_the_affine_stage_as_its_own_node(cohort_inputs, tmp_
     saved = AffineTransform.read(records[0].parent / "affine_itk.txt")
     given = AffineTransform.read(affine_files[0])
     assert torch.allclose(torch.as_tensor(saved.matrix), torch.as_tensor(given.matrix), atol=1e-5)
+
+
+def test_an_interrupted_cohort_resumes_where_it_stopped(tmp_path):
+    """`rdmm cohort` killed (SIGKILL, its whole process group) after its first registration
+    leaves task locks and no table; the re-run re-uses that registration, runs the rest and
+    completes the table."""
+    import signal
+    import subprocess
+    import sys
+
+    from rdmm_pipelines.workflows.manifest import PairSpec, write_manifest
+
+    specs = []
+    for seed in (11, 12, 13):
+        f = write_pair(make_pair_2d(seed, 48), tmp_path / f"in{seed}")
+        specs.append(PairSpec(id=f"p{seed}", fixed=f["target"], moving=f["source"],
+                              fixed_labels=f["target_labels"], moving_labels=f["source_labels"]))
+    manifest = write_manifest(specs, tmp_path / "pairs.csv")
+    cfg = get_preset("synthetic-optimized", "lddmm").replace(
+        optimizer=OptimizerConfig(scales=(1.0,), iterations=(15,), map_low_res_factor=None))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(cfg.to_dict()))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rdmm_pipelines.cli", "cohort", str(manifest), "--out", str(out),
+               "--methods", "lddmm", "--config", str(config), "--jobs", "1", "--threads", "1", "--no-qc"]
+    env = {**os.environ, "NO_ET": "1"}
+
+    first = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while not list((out / "cache").glob("python-*/*_lddmm_displacement.nii.gz")):
+            assert first.poll() is None, "the cohort ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no registration finished in 240 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let pydra record that result
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (out / "cohort_table.csv").exists()
+    assert list((out / "cache").glob("*.lock")), "the killed run left no task lock (nothing to test)"
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr
+    summary = [line for line in again.stderr.splitlines() if line.startswith("3 registrations")]
+    assert summary, again.stderr
+    ran, reused = re.match(r"3 registrations: 3 ok, 0 failed; (\d) run now, (\d) re-used", summary[0]).groups()
+    assert int(reused) >= 1 and int(ran) + int(reused) == 3, summary[0]
+    rows = (out / "cohort_table.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",lddmm,ok," in row for row in rows[1:])
+
+
+def test_a_second_run_on_the_same_cache_is_refused_and_stale_locks_are_cleared(tmp_path):
+    from rdmm_pipelines.workflows.cohort import LOCK_NAME, _claim_cache
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "python-0123.lock").write_text("")  # as a job killed on another node leaves it
+    held = _claim_cache(cache)
+    try:
+        assert not (cache / "python-0123.lock").exists() and (cache / LOCK_NAME).exists()
+        with pytest.raises(RuntimeError, match="another cohort run is using this cache"):
+            _claim_cache(cache)
+    finally:
+        held.close()
+    _claim_cache(cache).close()  # free again once the first run ended

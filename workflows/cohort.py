@@ -347,6 +347,43 @@ def _previous_retries(out: Path) -> dict[str, dict[str, int]]:
     return retries
 
 
+LOCK_NAME = ".rdmm_cohort.lock"
+
+
+def _claim_cache(cache: Path):
+    """Hold the cache for this run and clear the task locks an interrupted run left behind.
+
+    pydra guards each task's directory with a lock *file* (``<task>.lock``, filelock's soft lock)
+    that a killed process leaves behind. filelock breaks such a lock when its owner was a dead
+    process *on the same host*, but not one left by a SLURM job on another node, on which a
+    resumed run would wait for ever. So a run first takes an exclusive OS lock on
+    ``cache/.rdmm_cohort.lock`` (released by the OS however the process ends); holding it, no
+    other cohort run uses this cache, so every task lock found is stale and is removed.
+
+    Returns:
+        The open lock file (keep it open for the run; closing it releases the lock).
+
+    Raises:
+        RuntimeError: another cohort run holds the cache.
+    """
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    handle = open(cache / LOCK_NAME, "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"{cache}: another cohort run is using this cache (it holds {LOCK_NAME}); "
+                           "wait for it to end, or give another --cache") from None
+    stale = sorted(p for p in cache.glob("*.lock") if p.name != LOCK_NAME)
+    for lock in stale:
+        lock.unlink(missing_ok=True)
+    if stale:
+        log.warning("removed %d task lock(s) an interrupted run left in %s", len(stale), cache)
+    return handle
+
+
 def run_cohort(
     manifest_or_pairs,
     out_dir: os.PathLike | str,
@@ -394,6 +431,7 @@ def run_cohort(
     Raises:
         rdmm_pipelines.workflows.manifest.ManifestError: the manifest has problems (all listed).
         rdmm_pipelines.interfaces.TaskError: a task crashed (a pair's graceful failure is a row).
+        RuntimeError: another cohort run is using the same cache.
     """
     from rdmm_pipelines.interfaces._pydra import read_job_log
 
@@ -410,6 +448,7 @@ def run_cohort(
                          device=device, threads=threads, report=report, retries=retries)
     stream = sys.stderr if progress is True else (progress or None)
     monitor = CohortProgress(len(pairs) * len(methods), stream=stream)
+    claim = _claim_cache(cache)
     jobs_before = len(read_job_log(cache))
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -418,6 +457,7 @@ def run_cohort(
                   on_job=monitor if worker in ("cf", "slurm") else None, **worker_kwargs)
     finally:
         monitor.close()
+        claim.close()
     seconds = time.perf_counter() - t0
 
     outputs: dict[tuple[str, str], dict[str, Path]] = {}
