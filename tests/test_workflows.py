@@ -169,7 +169,7 @@ def test_rdmm_pair_workflow_passes_sigma_maps_to_its_report(cohort_inputs, tmp_p
     from rdmm_pipelines.interfaces import run
     from rdmm_pipelines.workflows.pair import pair_workflow
 
-    pairs, config = cohort_inputs
+    pairs, _ = cohort_inputs
     p = pairs[0]
     cfg = get_preset("synthetic-optimized", "rdmm").replace(
         optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
@@ -197,9 +197,10 @@ def test_rdmm_pair_workflow_passes_sigma_maps_to_its_report(cohort_inputs, tmp_p
 def test_pair_workflow_runs_the_affine_stage_as_its_own_node(cohort_inputs, tmp_path):
     """With the affine stage enabled, our registration starts from the ``affine`` node's ITK
     transform (recorded as given in registration.json); a configuration without it has no node."""
-    from rdmm_pipelines.affine import AffineTransform
     from rdmm_pipelines.interfaces import run
     from rdmm_pipelines.workflows.pair import pair_workflow
+
+    from rdmm_pipelines.affine import AffineTransform
 
     pairs, config = cohort_inputs  # config: a synthetic preset, affine disabled
     p = pairs[0]
