@@ -208,14 +208,13 @@ class SlurmWorker(_slurm.Worker):
 
     def _prepare_runscripts(self, job, interpreter="/bin/sh", rerun=False):
         script_dir, batchscript = super()._prepare_runscripts(job, interpreter=interpreter, rerun=rerun)
-        task = getattr(job, "task", None)
+        task = job.task
         wants_gpu = bool(self.gpu_args) and bool(getattr(type(task), "requires_gpu", False))
         gpu = shlex.split(self.gpu_args) if wants_gpu else []
-        cache_root = Path(job.cache_root if hasattr(job, "cache_root") else job[-1].cache_root)
-        fields = [type(task).__name__, str(getattr(job, "uid", "")), " ".join(gpu)]
+        fields = [type(task).__name__, str(job.uid), " ".join(gpu)]
         record = ("printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$SLURM_JOB_ID\" "
                   + " ".join(shlex.quote(f) for f in fields)
-                  + f' "${{CUDA_VISIBLE_DEVICES:-}}" >> {shlex.quote(str(cache_root / JOB_LOG))}')
+                  + f' "${{CUDA_VISIBLE_DEVICES:-}}" >> {shlex.quote(str(Path(job.cache_root) / JOB_LOG))}')
         lines = batchscript.read_text().split("\n")
         # #SBATCH directives must precede the first command; the shebang and pydra's own go first
         head = [line for line in lines if line.startswith("#")]

@@ -234,16 +234,17 @@ def cmd_cohort(args: argparse.Namespace) -> int:
 
 def cmd_manifest(args: argparse.Namespace) -> int:
     from .workflows import manifest as mf
+    from .workflows import pairing
 
     if args.kind == "atlas":
         if not args.atlas:
             raise ValueError("--atlas is needed for 'atlas' pairs")
-        pairs = mf.pairs_to_atlas(args.folder, args.atlas, args.pattern, args.labels_pattern)
+        pairs = pairing.pairs_to_atlas(args.folder, args.atlas, args.pattern, args.labels_pattern)
     elif args.kind == "all":
-        pairs = mf.all_pairs(args.folder, args.pattern, ordered=not args.unordered,
+        pairs = pairing.all_pairs(args.folder, args.pattern, ordered=not args.unordered,
                              labels_pattern=args.labels_pattern)
     else:
-        pairs = mf.longitudinal_pairs(args.folder, suffix=args.suffix)
+        pairs = pairing.longitudinal_pairs(args.folder, suffix=args.suffix)
     path = mf.write_manifest(pairs, args.out, relative=args.relative)
     print(f"{path}: {len(pairs)} pairs")
     return 0

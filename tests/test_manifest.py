@@ -16,12 +16,14 @@ from rdmm_pipelines.workflows.manifest import (
     COLUMNS,
     ManifestError,
     PairSpec,
-    all_pairs,
-    longitudinal_pairs,
-    pairs_to_atlas,
     read_manifest,
     validate_pairs,
     write_manifest,
+)
+from rdmm_pipelines.workflows.pairing import (
+    all_pairs,
+    longitudinal_pairs,
+    pairs_to_atlas,
 )
 
 from rdmm_pipelines.spatial import Grid, Image, save_image

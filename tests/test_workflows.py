@@ -279,16 +279,16 @@ def test_an_interrupted_cohort_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_second_run_on_the_same_cache_is_refused_and_stale_locks_are_cleared(tmp_path):
-    from rdmm_pipelines.workflows.cohort import LOCK_NAME, _claim_cache
+    from rdmm_pipelines.workflows.resume import LOCK_NAME, claim_cache
 
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "python-0123.lock").write_text("")  # as a job killed on another node leaves it
-    held = _claim_cache(cache)
+    held = claim_cache(cache)
     try:
         assert not (cache / "python-0123.lock").exists() and (cache / LOCK_NAME).exists()
         with pytest.raises(RuntimeError, match="another cohort run is using this cache"):
-            _claim_cache(cache)
+            claim_cache(cache)
     finally:
         held.close()
-    _claim_cache(cache).close()  # free again once the first run ended
+    claim_cache(cache).close()  # free again once the first run ended

@@ -27,7 +27,6 @@ A crash (TaskError) is not cached and is redone on the next run. ``rerun=True`` 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from rdmm_pipelines.interfaces.common import NiftiImage
 from rdmm_pipelines.atomic import copy_atomic
 
 from .pair import PairWorkflow, check_method
+from .resume import RETRIES_NAME, claim_cache, previous_retries
 
 __all__ = [
     "PROVENANCE_NAME",
@@ -66,8 +66,6 @@ log = logging.getLogger(__name__)
 TABLE_NAME = "cohort_table.csv"
 REPORT_NAME = "cohort_report.html"
 PROVENANCE_NAME = "cohort_provenance.json"
-#: attempt numbers of the (pair, method)s that failed before ({id: {method: n}})
-RETRIES_NAME = "cohort_retries.json"
 
 #: PairSpec fields split together (one element per pair)
 _PAIR_FIELDS = ("id", "fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
@@ -328,62 +326,6 @@ def _pairs_of(manifest_or_pairs) -> list:
     return list(manifest_or_pairs)
 
 
-def _previous_retries(out: Path) -> dict[str, dict[str, int]]:
-    """Attempt numbers for this run: the last run's, plus one for every row its table lists as failed."""
-    retries: dict[str, dict[str, int]] = {}
-    state = out / RETRIES_NAME
-    if state.is_file():
-        try:
-            retries = {str(k): {str(m): int(n) for m, n in v.items()} for k, v in json.loads(state.read_text()).items()}
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise ValueError(f"{state}: unreadable retry record ({exc}); delete it to start counting afresh") from exc
-    table = out / TABLE_NAME
-    if table.is_file():
-        with open(table, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("status") == "failed" and row.get("id") and row.get("method"):
-                    attempts = retries.setdefault(row["id"], {})
-                    attempts[row["method"]] = attempts.get(row["method"], 0) + 1
-    return retries
-
-
-LOCK_NAME = ".rdmm_cohort.lock"
-
-
-def _claim_cache(cache: Path):
-    """Hold the cache for this run and clear the task locks an interrupted run left behind.
-
-    pydra guards each task's directory with a lock *file* (``<task>.lock``, filelock's soft lock)
-    that a killed process leaves behind. filelock breaks such a lock when its owner was a dead
-    process *on the same host*, but not one left by a SLURM job on another node, on which a
-    resumed run would wait for ever. So a run first takes an exclusive OS lock on
-    ``cache/.rdmm_cohort.lock`` (released by the OS however the process ends); holding it, no
-    other cohort run uses this cache, so every task lock found is stale and is removed.
-
-    Returns:
-        The open lock file (keep it open for the run; closing it releases the lock).
-
-    Raises:
-        RuntimeError: another cohort run holds the cache.
-    """
-    import fcntl
-
-    cache.mkdir(parents=True, exist_ok=True)
-    handle = open(cache / LOCK_NAME, "w")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RuntimeError(f"{cache}: another cohort run is using this cache (it holds {LOCK_NAME}); "
-                           "wait for it to end, or give another --cache") from None
-    stale = sorted(p for p in cache.glob("*.lock") if p.name != LOCK_NAME)
-    for lock in stale:
-        lock.unlink(missing_ok=True)
-    if stale:
-        log.warning("removed %d task lock(s) an interrupted run left in %s", len(stale), cache)
-    return handle
-
-
 def run_cohort(
     manifest_or_pairs,
     out_dir: os.PathLike | str,
@@ -443,12 +385,12 @@ def run_cohort(
     pairs = _pairs_of(manifest_or_pairs)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_root).absolute() if cache_root is not None else out / "cache"
-    retries = _previous_retries(out)
+    retries = previous_retries(out, TABLE_NAME)
     wf = cohort_workflow(pairs, methods, config_json, preset=preset, method_options=method_options,
                          device=device, threads=threads, report=report, retries=retries)
     stream = sys.stderr if progress is True else (progress or None)
     monitor = CohortProgress(len(pairs) * len(methods), stream=stream)
-    claim = _claim_cache(cache)
+    claim = claim_cache(cache)
     jobs_before = len(read_job_log(cache))
     started = datetime.now(UTC)
     t0 = time.perf_counter()

@@ -175,8 +175,9 @@ def _separate_affine(config_json, preset) -> bool:
     import os
     from pathlib import Path
 
-    from rdmm_pipelines.affine import AffineConfig
     from rdmm_pipelines.interfaces.common import read_config
+
+    from rdmm_pipelines.affine import AffineConfig
     from rdmm_pipelines.presets import get_preset
 
     if config_json is not None:

@@ -43,7 +43,6 @@ class CohortProgress:
         self.failed = 0
         self.running = 0
         self.registered = 0  # registrations that ran in this run (not re-used)
-        self.jobs: list[tuple[str, str]] = []  # (event, task class) in order, for tests and logs
         self._crashed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._start = time.monotonic()
@@ -54,7 +53,6 @@ class CohortProgress:
         """The listener: ``event`` is "started", "finished", "errored" or "cached"."""
         name = type(task).__name__
         with self._lock:
-            self.jobs.append((event, name))
             if name in REGISTRATION_TASKS and event != "cached":
                 if event == "started":
                     self.running += 1

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..atomic import write_text_atomic
 from ..spatial.grid import Grid
 
 __all__ = ["AffineTransform", "ras_to_lps"]
@@ -286,11 +287,7 @@ class AffineTransform:
             f"Parameters: {' '.join(_fmt(v) for v in params)}\n"
             f"FixedParameters: {' '.join(_fmt(v) for v in fixed)}\n"
         )
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-        return p
+        return write_text_atomic(p, text)
 
     @classmethod
     def from_itk_txt(cls, path: str | os.PathLike) -> "AffineTransform":

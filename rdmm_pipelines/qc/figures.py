@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -467,22 +466,12 @@ def _separator(fig, fig_w: float, fig_h: float, y: float):
 
 
 def _save_atomic(fig, path: str | os.PathLike) -> Path:
+    from ..atomic import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "xb") as fh:  # mode "x": a fresh file with the usual (umask) permissions
-            fig.savefig(fh, format="png", dpi=DPI, facecolor="white")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
     return path
-
-
-def _temp_name(path: Path) -> Path:
-    """A fresh hidden temporary name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def render_qc(

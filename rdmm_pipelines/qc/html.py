@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .figures import _flatten, _temp_name, format_value
+from ..atomic import write_text_atomic
+from .figures import _flatten, format_value
 
 __all__ = ["write_html_report", "html_report"]
 
@@ -98,13 +99,4 @@ def write_html_report(path: str | os.PathLike, png_path: str | os.PathLike, metr
     if not png.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ValueError(f"{png_path} is not a PNG file")
     page = html_report(png, metrics, title, config, image_name=png_path.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(page)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, page)
