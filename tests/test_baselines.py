@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from rdmm_pipelines.evaluation import dice_per_label, mean_dice
+from baseline_tools import require_baseline
+from geometry import make_affine, rotation
 from rdmm_pipelines.interfaces.baselines import (
     BASELINES,
     METHODS,
@@ -33,13 +33,23 @@ from rdmm_pipelines.interfaces.baselines import (
     run_niftyreg,
     run_sitk_demons,
 )
-from rdmm_pipelines.interfaces.baselines.common import NIFTYREG_TOOLS, find_niftyreg_binaries
+from rdmm_pipelines.interfaces.baselines.common import (
+    NIFTYREG_TOOLS,
+    find_niftyreg_binaries,
+)
 from rdmm_pipelines.interfaces.baselines.niftyreg import deformation_to_lps_displacement
-from rdmm_pipelines.spatial import Grid, Image, load_image, load_labels, resample_to_grid, save_image
+
+from rdmm_pipelines.evaluation import dice_per_label, mean_dice
+from rdmm_pipelines.spatial import (
+    Grid,
+    Image,
+    load_image,
+    load_labels,
+    resample_to_grid,
+    save_image,
+)
 from rdmm_pipelines.synthetic import make_pair_2d, make_phantom_3d
 from rdmm_pipelines.transforms.dense import DenseTransform
-
-from geometry import make_affine, rotation
 
 MODULE_FOR = {"ants-syn": "ants", "sitk-demons-diffeomorphic": "SimpleITK",
               "sitk-demons-fss": "SimpleITK", "niftyreg-f3d": None}
@@ -71,12 +81,6 @@ def pairs(tmp_path_factory):
     return out
 
 
-def _require_tool(method: str):
-    mod = MODULE_FOR[method]
-    if mod is not None:
-        pytest.importorskip(mod)
-
-
 def _interior(a: np.ndarray, margin: int = 2) -> np.ndarray:
     return a[(slice(margin, -margin),) * a.ndim]
 
@@ -84,7 +88,7 @@ def _interior(a: np.ndarray, margin: int = 2) -> np.ndarray:
 @pytest.mark.parametrize("dim", [3, 2])
 @pytest.mark.parametrize("method", METHODS)
 def test_baseline_outputs_follow_our_convention(pairs, tmp_path, method, dim):
-    _require_tool(method)
+    require_baseline(method)
     files = pairs[dim]
     before = {k: sha256(v) for k, v in files.items()}
     out_dir = tmp_path / "out"
@@ -139,6 +143,7 @@ def test_baseline_outputs_follow_our_convention(pairs, tmp_path, method, dim):
 
 
 def test_tools_run_with_the_threads_asked_for(pairs, tmp_path):
+    require_baseline("niftyreg-f3d")
     files = pairs[2]
     out = run_niftyreg(files["fixed"], files["moving"], tmp_path, threads=1)
     assert out.log.read_text().count("OpenMP is used with 1 thread(s)") >= 2  # reg_aladin, reg_f3d
@@ -232,6 +237,7 @@ def test_missing_tool_gives_a_clear_error_before_any_work(pairs, tmp_path, monke
 
 
 def test_niftyreg_binaries_from_NIFTYREG_BIN(tmp_path, monkeypatch):
+    require_baseline("niftyreg-f3d")
     real = find_niftyreg_binaries()
     for tool, path in real.items():
         (tmp_path / tool).symlink_to(path)
@@ -240,6 +246,7 @@ def test_niftyreg_binaries_from_NIFTYREG_BIN(tmp_path, monkeypatch):
 
 
 def test_failed_command_raises_with_the_tools_message(pairs, tmp_path):
+    require_baseline("niftyreg-f3d")
     files = pairs[2]
     before = sha256(files["moving"])
     with pytest.raises(RuntimeError, match=r"reg_f3d failed with exit code \d+:(.|\n)*--bogus-option"):
@@ -250,6 +257,7 @@ def test_failed_command_raises_with_the_tools_message(pairs, tmp_path):
 
 
 def test_bad_inputs_are_rejected(pairs, tmp_path):
+    require_baseline("niftyreg-f3d")
     # a (X, Y, 1) file is 2D for us but 3D for ITK and NiftyReg
     arr = nib.load(str(pairs[2]["fixed"])).get_fdata()[:, :, None]
     nib.save(nib.Nifti1Image(arr.astype(np.float32), np.eye(4)), tmp_path / "xy1.nii.gz")
@@ -265,6 +273,7 @@ def test_bad_inputs_are_rejected(pairs, tmp_path):
 
 
 def test_output_may_not_overwrite_an_input(tmp_path, pairs):
+    require_baseline("niftyreg-f3d")
     target = tmp_path / "niftyreg-f3d_warped.nii.gz"
     shutil.copy(pairs[2]["fixed"], target)
     with pytest.raises(ValueError, match="overwrite an input"):

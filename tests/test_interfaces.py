@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from baseline_tools import require_baseline
 from rdmm_pipelines.interfaces import (
     TASKS,
     AffineRegistration,
@@ -405,9 +406,7 @@ def test_baseline_task(data, tmp_path, name, method, options):
     from rdmm_pipelines import interfaces
     from rdmm_pipelines.transforms import DenseTransform
 
-    ok, why = _baselines().available(method)
-    if not ok:
-        pytest.skip(why)
+    require_baseline(method)
     task = getattr(interfaces, name)(fixed=data["fixed"], moving=data["moving"], subject_id=SUBJECT, threads=1,
                                      **options)
     out = run(task, cache_root=tmp_path)
