@@ -13,6 +13,8 @@ task                        stage                                            mod
 ``ApplyTransform``          warp an image or labels with a displacement      ``.apply``
 ``Evaluate``                Dice, folds, TRE -> JSON record + CSV row        ``.evaluate``
 ``VisualReport``            QC figure (PNG) + HTML page                      ``.report``
+``TrainNetwork``            train a registration network on a manifest       ``.learnt``
+``NetworkRegistration``     registration by a trained network (GPU-capable)  ``.learnt``
 ``AntsSyN``,                baselines with RdmmRegistration's output shape   ``.baseline_tasks``
 ``SimpleITKDemons``,
 ``NiftyRegF3D``
@@ -45,6 +47,8 @@ _EXPORTS = {
     "NormalizeIntensity": "normalize",
     "AffineRegistration": "affine",
     "RdmmRegistration": "register",
+    "TrainNetwork": "learnt",
+    "NetworkRegistration": "learnt",
     "ApplyTransform": "apply",
     "Evaluate": "evaluate",
     "VisualReport": "report",

@@ -34,7 +34,7 @@ from .common import (
     thread_limits,
 )
 
-__all__ = ["REGISTRATION_FILES", "REGULARIZERS", "RdmmRegistration", "register_pair"]
+__all__ = ["REGISTRATION_FILES", "REGULARIZERS", "RdmmRegistration", "register_pair", "save_registration"]
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,22 @@ def register_pair(
             regularizer=regularizer or None,
             region_labels=None if region_labels is None else os.fspath(region_labels),
             affine=None if affine is None else os.fspath(affine), device=dev)
-        folder = output_path(subject_id, model, "", "", out_dir)
-        paths = result.save(folder, extra={"subject_id": subject_id})
+        return save_registration(result, subject_id, model, dev, out_dir)
+
+
+def save_registration(result, subject_id: str, method: str, device, out_dir: os.PathLike | str | None = None
+                      ) -> dict[str, ty.Any]:
+    """Save a :class:`~rdmm_pipelines.RegistrationResult` as a registration task's outputs: the
+    complete result folder ``{subject_id}_{method}/`` and the main files linked beside it under
+    per-subject names (:data:`REGISTRATION_FILES`, :data:`SIGMA_FILES`)."""
+    folder = output_path(subject_id, method, "", "", out_dir)
+    paths = result.save(folder, extra={"subject_id": subject_id})
     outputs: dict[str, ty.Any] = {"result_dir": folder}
     for name, (key, suffix) in {**REGISTRATION_FILES, **SIGMA_FILES}.items():
         what, ext = suffix.split(".", 1)
-        outputs[name] = (_link(paths[key], output_path(subject_id, model, what, f".{ext}", out_dir))
+        outputs[name] = (_link(paths[key], output_path(subject_id, method, what, f".{ext}", out_dir))
                          if key in paths else None)
-    outputs["device_used"] = str(dev)
+    outputs["device_used"] = str(device)
     outputs["seconds"] = float(result.timings.get("total", math.nan))
     return outputs
 

@@ -1,4 +1,5 @@
-"""Command line: ``rdmm register``, ``apply``, ``evaluate``, ``demo`` and ``presets``.
+"""Command line: ``rdmm register``, ``train``, ``apply``, ``evaluate``, ``demo``, ``cohort``,
+``manifest`` and ``presets``.
 
 Exit codes: 0 success, 2 bad input or usage (a one-line message on stderr), 1 unexpected failure.
 """
@@ -15,6 +16,9 @@ from pathlib import Path
 from .config import MODELS, RegistrationConfig
 
 log = logging.getLogger("rdmm")
+
+#: ``rdmm register --model`` names of trained networks -> their shooting model
+NETWORK_MODELS = {f"{m}-net": m for m in MODELS}
 
 
 def _progress_bar(enabled: bool, desc: str):
@@ -49,6 +53,20 @@ def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
     return RegistrationConfig.from_dict(data)
 
 
+def _register_with_network(args: argparse.Namespace):
+    from .learning import register_with_network
+
+    if not args.weights:
+        raise ValueError(f"--model {args.model} needs --weights: a checkpoint from `rdmm train`")
+    unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
+                                       ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine))
+              if value]
+    if unused:
+        raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
+    return register_with_network(args.fixed, args.moving, args.weights, model=NETWORK_MODELS[args.model],
+                                 resample=args.resample, device=args.device)
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from .registration import register
 
@@ -56,6 +74,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     for given in (args.fixed, args.moving, args.region_labels):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in _output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
+    if args.weights and args.model not in NETWORK_MODELS:
+        raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
+    if args.model in NETWORK_MODELS:
+        return _finish_register(args, _register_with_network(args))
     config, preset = _load_config(args), args.preset
     if args.seed is not None:
         from .registration import resolve_config
@@ -66,13 +88,6 @@ def cmd_register(args: argparse.Namespace) -> int:
 
         base = resolve_config(args.model, config, preset, None)
         config, preset = base.replace(affine=base.affine.replace(enabled=False)), None
-    fixed_labels = moving_labels = None
-    if args.fixed_labels or args.moving_labels:
-        if not (args.fixed_labels and args.moving_labels):
-            raise ValueError("give both --fixed-labels and --moving-labels, or neither")
-        from .spatial import load_labels
-
-        fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
     update, close = _progress_bar(not args.quiet, f"{args.model or 'register'}")
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
@@ -80,6 +95,19 @@ def cmd_register(args: argparse.Namespace) -> int:
                           affine=args.affine, device=args.device, progress=update)
     finally:
         close()
+    return _finish_register(args, result)
+
+
+def _finish_register(args: argparse.Namespace, result) -> int:
+    """Evaluate (with labels), save and report a registration result."""
+    out = Path(args.out)
+    fixed_labels = moving_labels = None
+    if args.fixed_labels or args.moving_labels:
+        if not (args.fixed_labels and args.moving_labels):
+            raise ValueError("give both --fixed-labels and --moving-labels, or neither")
+        from .spatial import load_labels
+
+        fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
     extra = None
     if fixed_labels is not None:
         from .evaluation import evaluation_record
@@ -95,10 +123,83 @@ def cmd_register(args: argparse.Namespace) -> int:
 
         paths.update(qc_report(result, out, fixed_labels, moving_labels))
     folds = result.fold_statistics()
-    print(f"{result.config.model}: {len(result.history)} iterations in {result.timings['total']:.1f} s on "
+    how = "a network" if args.model in NETWORK_MODELS else f"{len(result.history)} iterations"
+    print(f"{result.config.model}: {how} in {result.timings['total']:.2f} s on "
           f"{result.device}; min det J {folds['det_min']:.3g}, folding voxels {folds['folding_voxels']}")
     print(f"outputs in {out}: " + ", ".join(p.name for p in paths.values()))
     return 0
+
+
+def _network_config(args: argparse.Namespace, shape: tuple[int, ...]):
+    from .learning import NetworkConfig
+    from .learning.setup import network_from_preset
+
+    changes = {k: v for k, v in (("inverse_consistency_weight", args.ic_weight), ("affine_steps", args.affine_steps),
+                                 ("refine_steps", args.refine_steps)) if v is not None}
+    if args.config:
+        path = Path(args.config)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: configuration file not found") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if isinstance(data, dict) and "rdmm_pipelines_training" in data:
+            data = data["network"]  # a training.json record: reuse its network
+        cfg = NetworkConfig.from_dict(data)
+        return cfg.replace(**changes) if changes else cfg
+    return network_from_preset(args.model, args.shape or shape, args.preset, **changes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .learning import TrainingConfig, synthetic_network_pairs, train
+    from .learning.setup import load_pairs
+
+    if bool(args.manifest) == bool(args.synthetic):
+        raise ValueError("give a MANIFEST of training pairs or --synthetic N (built-in 2D pairs), not both or neither")
+    if args.val_manifest and args.synthetic:
+        raise ValueError("--val-manifest goes with a MANIFEST")
+    training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                              validation_fraction=args.val_fraction, seed=args.seed, threads=args.threads)
+    validation = None
+    if args.synthetic:
+        cfg = _network_config(args, (args.size, args.size))
+        if cfg.ndim != 2:
+            raise ValueError(f"--synthetic pairs are 2D but the network is {cfg.ndim}D")
+        pairs = synthetic_network_pairs(args.synthetic, seed=args.seed, size=cfg.image_shape[0])
+        if cfg.image_shape[0] != cfg.image_shape[1]:
+            raise ValueError(f"--synthetic pairs are square; the network takes {cfg.image_shape}")
+    else:
+        from .workflows.manifest import read_manifest
+
+        def rows(path):
+            return [{"id": p.id, "fixed": p.fixed, "moving": p.moving, "fixed_labels": p.fixed_labels,
+                     "moving_labels": p.moving_labels} for p in read_manifest(path)]
+
+        train_rows = rows(args.manifest)
+        import nibabel as nib
+
+        first = tuple(int(n) for n in nib.load(str(train_rows[0]["fixed"])).shape[:3] if n > 1)
+        cfg = _network_config(args, first)
+        pairs = load_pairs(train_rows, cfg.image_shape, resample=args.resample)
+        if args.val_manifest:
+            validation = load_pairs(rows(args.val_manifest), cfg.image_shape, resample=args.resample)
+    print(f"rdmm train: {cfg.model} network for {cfg.image_shape} images on {len(pairs)} pairs"
+          f"{f' (+{len(validation)} for validation)' if validation else ''}, {training.epochs} epochs; "
+          f"outputs in {args.out}/", file=sys.stderr)
+    run = train(cfg, training, pairs, args.out, validation=validation, resume=args.resume, device=args.device,
+                progress=not args.quiet, on_epoch=None if args.quiet else _print_epoch)
+    last = run.history[-1] if run.history else {}
+    print(f"best checkpoint (epoch {run.best_epoch}): {run.checkpoint}"
+          + (f"; last validation Dice {last['val_dice']:.3f}" if "val_dice" in last else ""))
+    return 0
+
+
+def _print_epoch(row: dict) -> None:
+    extra = "".join(f", {name} {row[key]:.4g}" for key, name in (("val_loss", "validation loss"),
+                                                                 ("val_dice", "validation Dice")) if key in row)
+    print(f"epoch {row['epoch']}: training loss {row['train_total']:.4g}{extra} ({row['seconds']:.0f} s)",
+          file=sys.stderr)
 
 
 def _output_names() -> set[str]:
@@ -211,6 +312,7 @@ def cmd_cohort(args: argparse.Namespace) -> int:
     if args.config:
         _load_config(args)  # validate before anything runs
         config_json = str(Path(args.config).resolve())
+    method_options = _network_weights(args.weights or [], args.methods)
     pairs = read_manifest(args.manifest)  # every problem of the manifest, listed at once
     print(f"rdmm cohort: {len(pairs)} pairs x {len(args.methods)} methods on the {args.worker} worker",
           file=sys.stderr)
@@ -218,7 +320,7 @@ def cmd_cohort(args: argparse.Namespace) -> int:
         result = run_cohort(pairs, Path(args.out), list(args.methods), worker=args.worker,
                             cache_root=args.cache, config_json=config_json, preset=args.preset,
                             device=args.device, threads=args.threads, report=not args.no_qc,
-                            rerun=args.rerun, **options)
+                            rerun=args.rerun, method_options=method_options or None, **options)
     except TaskError as err:
         print(f"rdmm cohort: a task crashed; finished pairs are cached, run again to resume.\n{err}",
               file=sys.stderr)
@@ -230,6 +332,25 @@ def cmd_cohort(args: argparse.Namespace) -> int:
         print(f"  failed: {pair_id} {method}: {message.splitlines()[0] if message else ''}")
     print(f"table: {result.table}\nreport: {result.report}")
     return 0
+
+
+def _network_weights(given: Sequence[str], methods: Sequence[str]) -> dict:
+    """``--weights METHOD=CHECKPOINT`` options -> method_options; every network method needs one."""
+    from .learning import load_checkpoint
+
+    options: dict = {}
+    for item in given:
+        method, sep, path = item.partition("=")
+        if not sep or method not in NETWORK_MODELS or not path:
+            raise ValueError(f"--weights {item!r}: expected METHOD=CHECKPOINT with METHOD one of {', '.join(NETWORK_MODELS)}")
+        if method not in methods:
+            raise ValueError(f"--weights {item!r}: {method} is not among --methods")
+        load_checkpoint(path, model=NETWORK_MODELS[method])  # refuse a wrong checkpoint before anything runs
+        options[method] = {"weights": str(Path(path).resolve())}
+    missing = [m for m in methods if m in NETWORK_MODELS and m not in options]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} need a trained network: --weights {missing[0]}=path/to/best.pt")
+    return options
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
@@ -274,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("fixed", help="fixed (target) image, NIfTI")
     r.add_argument("moving", help="moving (source) image, NIfTI")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--model", choices=MODELS, default=None, help="shooting model (default: the preset's, rdmm)")
+    r.add_argument("--model", choices=(*MODELS, *NETWORK_MODELS), default=None,
+                   help="shooting model (default: the preset's, rdmm); vsvf-net, lddmm-net, rdmm-net: a trained "
+                        "network (with --weights)")
+    r.add_argument("--weights", default=None, help="checkpoint of a trained network (from `rdmm train`)")
+    r.add_argument("--resample", action="store_true",
+                   help="with a network: resize images of another size to the network's input size")
     r.add_argument("--regularizer", choices=("predefined", "optimized"), default=None,
                    help="RDMM pre-weights: from --region-labels, or optimised (default: the preset's)")
     r.add_argument("--region-labels", default=None, help="region label map of the moving image (predefined)")
@@ -290,6 +416,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-qc", action="store_true", help="do not write the QC figure and HTML page")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_register)
+
+    t = sub.add_parser("train", help="train a network that predicts the registration (vSVF, LDDMM or RDMM)")
+    t.add_argument("manifest", nargs="?", default=None,
+                   help="CSV/TSV manifest of training pairs (id, fixed, moving[, fixed_labels, moving_labels])")
+    t.add_argument("--synthetic", type=int, default=None, metavar="N",
+                   help="train on N built-in synthetic 2D pairs instead of a manifest")
+    t.add_argument("--size", type=int, default=96, help="--synthetic: image size (default 96)")
+    t.add_argument("--out", required=True, help="output directory (checkpoints, training.json, curves.png)")
+    t.add_argument("--model", choices=MODELS, default="rdmm", help="shooting model the network drives")
+    t.add_argument("--shape", type=int, nargs="+", default=None,
+                   help="network input size (default: the first fixed image's; axes multiples of 8)")
+    t.add_argument("--preset", default="synthetic-optimized",
+                   help="registration preset giving the kernel, similarity and regulariser")
+    t.add_argument("--config", default=None, help="network configuration JSON (or a training.json to reuse)")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=1)
+    t.add_argument("--learning-rate", type=float, default=1e-3)
+    t.add_argument("--val-manifest", default=None, help="validation pairs (default: --val-fraction of the training pairs)")
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--ic-weight", type=float, default=None, help="inverse-consistency weight (bidirectional training)")
+    t.add_argument("--affine-steps", type=int, default=None, help="steps of an affine network (default 0: none)")
+    t.add_argument("--refine-steps", type=int, default=None, help="iterations of the deformable network (default 1)")
+    t.add_argument("--resample", action="store_true", help="resize images of another size to the network's")
+    t.add_argument("--resume", action="store_true", help="continue the training in --out")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("demo", help="the cohort workflow on built-in synthetic pairs: every model and a baseline, "
                                     "a results table and an HTML report")
@@ -335,7 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("manifest", help="CSV/TSV manifest: id, fixed, moving[, fixed_labels, moving_labels, ...]")
     c.add_argument("--out", required=True, help="output directory (table, report, sub-<id>/<method>/)")
     c.add_argument("--methods", nargs="+", default=["rdmm-optimized"],
-                   help="vsvf lddmm rdmm-predefined rdmm-optimized ants-syn sitk-demons niftyreg")
+                   help="vsvf lddmm rdmm-predefined rdmm-optimized ants-syn sitk-demons niftyreg, and trained "
+                        "networks vsvf-net lddmm-net rdmm-net (with --weights)")
+    c.add_argument("--weights", action="append", default=None, metavar="METHOD=CHECKPOINT",
+                   help="a trained network for a *-net method, e.g. rdmm-net=run/best.pt (repeatable)")
     c.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf",
                    help="cf: processes on this machine; slurm: one sbatch job per task; debug: in-process")
     c.add_argument("--jobs", type=int, default=None, help="cf worker: concurrent processes")

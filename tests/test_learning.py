@@ -20,7 +20,10 @@ from rdmm_pipelines.learning import (
     synthetic_network_pairs,
     train,
 )
-from rdmm_pipelines.learning.affine_net import affine_to_world, compose_affine, identity_affine
+from rdmm_pipelines.learning.affine_net import (
+    compose_affine,
+    identity_affine,
+)
 from rdmm_pipelines.learning.loss import inverse_consistency
 from rdmm_pipelines.learning.unet import UNet
 from rdmm_pipelines.spatial import Grid, Image

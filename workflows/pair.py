@@ -30,6 +30,7 @@ from rdmm_pipelines.interfaces.common import NiftiImage, check_nifti, check_subj
 __all__ = [
     "BASELINE_METHODS",
     "METHODS",
+    "NETWORK_METHODS",
     "OUR_METHODS",
     "PairQc",
     "PairWorkflow",
@@ -53,8 +54,12 @@ BASELINE_METHODS: dict[str, str] = {
     "niftyreg": "NiftyRegF3D",
 }
 
+#: trained networks -> NetworkRegistration's method; each needs ``weights`` (a checkpoint) in its
+#: ``method_options``, e.g. ``{"rdmm-net": {"weights": "run/best.pt"}}``
+NETWORK_METHODS: tuple[str, ...] = ("vsvf-net", "lddmm-net", "rdmm-net")
+
 #: every method a pair workflow accepts
-METHODS: tuple[str, ...] = (*OUR_METHODS, *BASELINE_METHODS)
+METHODS: tuple[str, ...] = (*OUR_METHODS, *NETWORK_METHODS, *BASELINE_METHODS)
 
 _OUTPUTS = ["csv_row", "evaluation", "png", "html", "status", "message", "mean_dice", "displacement",
             "warped", "warped_labels", "seconds", "device_used", "subject_id", "method"]
@@ -83,6 +88,12 @@ def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=
     from rdmm_pipelines import interfaces
 
     check_method(method)
+    if method in NETWORK_METHODS:
+        if options.get("weights") is None:
+            raise ValueError(f"method {method} needs a trained network: method_options={{{method!r}: "
+                             "{'weights': 'path/to/best.pt'}} (rdmm cohort --weights)")
+        return interfaces.NetworkRegistration(fixed=fixed, moving=moving, subject_id=subject_id, method=method,
+                                              device=device, threads=threads, **options)
     if method in OUR_METHODS:
         extra = dict(OUR_METHODS[method])
         if extra.get("regularizer") == "predefined":
@@ -251,8 +262,10 @@ def PairWorkflow(
     check_method(method)
     options = dict((method_options or {}).get(method) or {})
     options["retry"] = int((retries or {}).get(method, 0))
-    ours = method in OUR_METHODS
-    if ours:  # a method's own options (e.g. its config_json) win over the shared ones
+    ours = method in OUR_METHODS or method in NETWORK_METHODS  # our outputs: det J, RDMM sigma maps
+    if method in NETWORK_METHODS:
+        options = {"device": device, **options}
+    elif ours:  # a method's own options (e.g. its config_json) win over the shared ones
         options = {"config_json": config_json, "preset": preset, "device": device, **options}
         if options.get("affine") is None and _separate_affine(options["config_json"], options["preset"]):
             from rdmm_pipelines.interfaces import AffineRegistration

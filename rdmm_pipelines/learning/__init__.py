@@ -16,8 +16,23 @@ from .predict import register_with_network
 from .training import TrainingResult, train, validate
 
 __all__ = [
-    "NETWORK_MODELS", "NetworkConfig", "TrainingConfig", "network_config", "RegistrationNetwork", "Prediction",
-    "RegistrationLoss", "NetworkPair", "prepare_pair", "load_pair", "synthetic_network_pairs", "train",
-    "TrainingResult", "validate", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
+    "NETWORK_MODELS",
+    "Checkpoint",
+    "CheckpointError",
+    "NetworkConfig",
+    "NetworkPair",
+    "Prediction",
+    "RegistrationLoss",
+    "RegistrationNetwork",
+    "TrainingConfig",
+    "TrainingResult",
+    "load_checkpoint",
+    "load_pair",
+    "network_config",
+    "prepare_pair",
     "register_with_network",
+    "save_checkpoint",
+    "synthetic_network_pairs",
+    "train",
+    "validate",
 ]

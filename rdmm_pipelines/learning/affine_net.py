@@ -9,7 +9,7 @@ untrained network is the identity.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from ..core.interpolation import identity_map, sample
 from ..spatial import Grid
 from .unet import conv_layer, init_weights
 
-__all__ = ["AffineNet", "identity_affine", "compose_affine", "affine_map", "apply_affine", "affine_to_world"]
+__all__ = ["AffineNet", "affine_map", "affine_to_world", "apply_affine", "compose_affine", "identity_affine"]
 
 
 def identity_affine(batch: int, ndim: int, dtype=torch.float32, device=None) -> Tensor:

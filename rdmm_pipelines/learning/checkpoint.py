@@ -28,7 +28,7 @@ from ..provenance import versions
 from .config import NetworkConfig, TrainingConfig
 from .network import RegistrationNetwork
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT"]
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "rdmm_pipelines.network"
 FORMAT_VERSION = 1
@@ -87,8 +87,9 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for foreign or damaged files
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for foreign or damaged files
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an rdmm_pipelines network checkpoint (no format {FORMAT!r}); "

@@ -9,8 +9,9 @@ for validation Dice go the same way (nearest neighbour).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -19,9 +20,9 @@ from ..core.interpolation import resize_field, sample_voxel
 from ..spatial import Grid, Image, load_image, load_labels, normalize_intensity
 from ..spatial.image import resample_to_grid
 
-__all__ = ["NetworkPair", "prepare_pair", "load_pair", "synthetic_network_pairs", "collate"]
+__all__ = ["NetworkPair", "collate", "load_pair", "prepare_pair", "synthetic_network_pairs"]
 
-ImageSource = Union[Image, str, os.PathLike]
+ImageSource = Image | str | os.PathLike
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ iteration. Every term is the mean over the batch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ..core.interpolation import identity_map, sample

@@ -4,7 +4,7 @@ For a batch of (source I0, target I1) pairs on the network's grid:
 
 1. (optional) the affine network gives A (B, d, d+1); the source seen by the next stage is I0 o A;
 2. for each refinement step k: the momentum U-Net maps (I0 o A o phi_{k-1}, I1) to m0 on the map
-   grid (for RDMM a second U-Net maps the same input to pre-weight logits z, h0 = sqrt(softmax z),
+   grid (softly bounded, m0 = c tanh(u / c), see ``NetworkConfig.momentum_clamp``) (for RDMM a second U-Net maps the same input to pre-weight logits z, h0 = sqrt(softmax z),
    the optimiser's parametrisation); the shooting model integrates the geodesic from the identity
    (the very models and integrator of optimisation: ``models.build_model``, ``integrators.integrate``)
    to psi_k = phi^-1(1); the step's map is phi_k = phi_{k-1} o psi_k;
@@ -16,8 +16,8 @@ untrained network is the identity registration.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ from .affine_net import AffineNet, affine_map, apply_affine
 from .config import NetworkConfig
 from .unet import UNet
 
-__all__ = ["RegistrationNetwork", "Prediction", "ShotStep", "map_spacing"]
+__all__ = ["Prediction", "RegistrationNetwork", "ShotStep", "map_spacing"]
 
 
 @dataclass
@@ -148,6 +148,8 @@ class RegistrationNetwork(nn.Module):
         for _ in range(cfg.refine_steps):
             x = torch.cat([warped, target], dim=1)
             m0 = self.momentum_net(x)
+            if cfg.momentum_clamp is not None:
+                m0 = cfg.momentum_clamp * torch.tanh(m0 / cfg.momentum_clamp)
             h0 = preweights_from_logits(self.preweight_net(x)) if self.preweight_net is not None else None
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             v0 = model.initial_velocity(state0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Union
 
 import torch
 
@@ -24,9 +23,9 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data import prepare_pair
 from .network import RegistrationNetwork
 
-__all__ = ["register_with_network", "NetworkLike"]
+__all__ = ["NetworkLike", "register_with_network"]
 
-NetworkLike = Union[Checkpoint, RegistrationNetwork, str, os.PathLike]
+NetworkLike = Checkpoint | RegistrationNetwork | str | os.PathLike
 
 
 def register_with_network(

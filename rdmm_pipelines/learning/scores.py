@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..core.interpolation import sample
-from ..evaluation import dice_per_label, fold_statistics, jacobian_determinant_physical, mean_dice
+from ..evaluation import (
+    dice_per_label,
+    fold_statistics,
+    jacobian_determinant_physical,
+    mean_dice,
+)
 from ..spatial import Grid
 
-__all__ = ["warp_network_labels", "map_folds", "map_dice"]
+__all__ = ["map_dice", "map_folds", "warp_network_labels"]
 
 
 def warp_network_labels(labels: Tensor, full_map: Tensor, spacing: Sequence[float]) -> Tensor:

@@ -21,9 +21,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ from .loss import RegistrationLoss
 from .network import RegistrationNetwork
 from .scores import map_dice, map_folds
 
-__all__ = ["train", "TrainingResult", "split_pairs", "validate", "TRAINING_FILES"]
+__all__ = ["TRAINING_FILES", "TrainingResult", "split_pairs", "train", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def split_pairs(pairs: Sequence[NetworkPair], fraction: float, seed: int) -> tup
     and n > 1) pairs for validation."""
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
-    n_val = 0 if fraction <= 0 or len(pairs) < 2 else max(1, int(round(fraction * len(pairs))))
+    n_val = 0 if fraction <= 0 or len(pairs) < 2 else max(1, round(fraction * len(pairs)))
     val = sorted(order[:n_val])
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in val]
 
@@ -201,15 +202,22 @@ def train(
         random.Random(train_cfg.seed * 100003 + epoch).shuffle(order)
         batches = [[train_pairs[i] for i in order[k:k + bs]] for k in range(0, len(order), bs)]
         sums: dict[str, float] = {}
+        skipped: list[str] = []
         bar = _progress_bar(len(batches), f"epoch {epoch + 1}/{train_cfg.epochs}", progress)
         for batch in batches:
             source, target, spacing, bidirectional = _batch(net, batch, dev)
             pred = net(source, target, spacing)
             terms = loss_fn(net, pred, target, spacing, epoch, bidirectional)
-            if not torch.isfinite(terms["total"]):
-                raise FloatingPointError(
-                    f"epoch {epoch + 1}: the loss became non-finite on pairs {[p.name for p in batch]}; "
-                    f"lower the learning rate (now {scheduler.get_last_lr()[0]:g}); {out / 'last.pt'} holds the last good epoch")
+            if not torch.isfinite(terms["total"]):  # skip the batch; give up when it keeps happening
+                skipped.append(", ".join(p.name for p in batch))
+                log.warning("epoch %d: non-finite loss on %s; batch skipped", epoch + 1, skipped[-1])
+                if len(skipped) > max(2, len(batches) // 10):
+                    raise FloatingPointError(
+                        f"epoch {epoch + 1}: the loss was non-finite on {len(skipped)} batches (last: {skipped[-1]}); "
+                        f"lower the learning rate (now {scheduler.get_last_lr()[0]:g}); "
+                        f"{out / TRAINING_FILES['last']} holds the last complete epoch")
+                bar.update()
+                continue
             optimizer.zero_grad()
             terms["total"].backward()
             if train_cfg.clip_gradient > 0:
@@ -223,7 +231,8 @@ def train(
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        row.update({f"train_{k}": v / len(batches) for k, v in sums.items()})
+        row.update({f"train_{k}": v / max(len(batches) - len(skipped), 1) for k, v in sums.items()})
+        row["skipped_batches"] = len(skipped)
         if val_pairs:
             row.update(validate(net, loss_fn, val_pairs, epoch, dev))
         row["selection_loss"] = row.get("val_loss", row["train_total"])

@@ -8,7 +8,7 @@ authors' momentum network does for shooting at half resolution.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

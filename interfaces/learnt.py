@@ -1,0 +1,199 @@
+"""Learnt registration as pydra tasks: ``TrainNetwork`` and ``NetworkRegistration``.
+
+``NetworkRegistration`` gives the same outputs as :class:`~.register.RdmmRegistration` (so a
+pair workflow treats a trained network as one more method: "vsvf-net", "lddmm-net", "rdmm-net");
+``TrainNetwork`` trains a network on a manifest's pairs and outputs its best checkpoint.
+"""
+
+import math
+import os
+import typing as ty
+from pathlib import Path
+
+from fileformats.application import Json
+from fileformats.generic import Directory, File
+from fileformats.medimage import NiftiGz
+
+from rdmm_pipelines.config import MODELS
+
+from ._pydra import Outputs, Task, arg, define
+from .common import (
+    NiftiImage,
+    check_device,
+    check_nifti,
+    check_retry,
+    check_subject_id,
+    check_threads,
+    guarded,
+    output_path,
+    task_device,
+    thread_limits,
+)
+from .register import REGISTRATION_FILES, SIGMA_FILES, save_registration
+
+__all__ = ["NETWORK_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair", "train_network"]
+
+#: method name -> the shooting model the network drives
+NETWORK_METHODS = {f"{m}-net": m for m in MODELS}
+
+
+def _check_weights(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
+    """Refuse, when the task is built, a checkpoint that is missing or not a network checkpoint."""
+    if value is None or type(value).__name__ == "_Nothing" or not isinstance(value, (str, os.PathLike, File)):
+        return
+    from rdmm_pipelines.learning import load_checkpoint
+
+    load_checkpoint(os.fspath(value))
+
+
+def network_register_pair(fixed, moving, weights, *, subject_id: str, method: str = "rdmm-net",
+                          resample: bool = False, device: str = "auto", threads: int = 0,
+                          out_dir: os.PathLike | str | None = None) -> dict[str, ty.Any]:
+    """Register ``moving`` to ``fixed`` with the trained network in ``weights``; outputs as
+    :func:`~.register.register_pair` (named ``{subject_id}_{method}_...``)."""
+    from rdmm_pipelines.learning import register_with_network
+
+    with thread_limits(threads):
+        dev = task_device(device)
+        result = register_with_network(os.fspath(fixed), os.fspath(moving), os.fspath(weights),
+                                       model=NETWORK_METHODS[method], resample=resample, device=dev)
+        return save_registration(result, subject_id, method, dev, out_dir)
+
+
+def _run_network_registration(fixed, moving, weights, subject_id, method, resample, device, threads, retry=0):
+    failed = {name: None for name in (*REGISTRATION_FILES, *SIGMA_FILES, "result_dir")}
+    outputs = guarded(
+        lambda: network_register_pair(fixed, moving, weights, subject_id=subject_id, method=method,
+                                      resample=resample, device=device, threads=threads),
+        {**failed, "device_used": "", "seconds": math.nan},
+        what=f"{subject_id}: NetworkRegistration ({method})",
+        error_file=output_path(subject_id, method, "error", ".txt"))
+    return {**outputs, "subject_id": subject_id, "method": method}
+
+
+@define
+class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
+    """Register a moving image to a fixed image with a trained network (one forward pass).
+
+    Args:
+        fixed, moving: target and source images (NIfTI); the moving image is taken onto the fixed
+            grid through the headers.
+        weights: a checkpoint from ``rdmm train`` / :class:`TrainNetwork` (checked when the task is built).
+        subject_id: pair identifier used in output file names.
+        method: "vsvf-net", "lddmm-net" or "rdmm-net"; a checkpoint of another model is refused.
+        resample: accept images whose size differs from the network's input size.
+        device, threads, retry: as for :class:`~.register.RdmmRegistration`.
+    """
+
+    requires_gpu = True
+
+    fixed: NiftiImage = arg(validator=check_nifti)
+    moving: NiftiImage = arg(validator=check_nifti)
+    weights: File = arg(validator=_check_weights)
+    subject_id: str = arg(validator=check_subject_id)
+    method: str = arg(default="rdmm-net", allowed_values=list(NETWORK_METHODS))
+    resample: bool = False
+    device: str = arg(default="auto", validator=check_device)
+    threads: int = arg(default=0, validator=check_threads)
+    retry: int = arg(default=0, validator=check_retry)
+
+    class Outputs(Outputs):
+        """The outputs of :class:`~.register.RdmmRegistration` (warped, displacement, composite,
+        jacobian, record, result_dir, sigma maps for RDMM, device_used, seconds, status, message,
+        subject_id, method)."""
+
+        warped: NiftiGz | None
+        displacement: NiftiGz | None
+        composite: File | None
+        jacobian: NiftiGz | None
+        record: Json | None
+        result_dir: Directory | None
+        sigma_t0: NiftiGz | None
+        sigma_t1: NiftiGz | None
+        device_used: str
+        seconds: float
+        status: str
+        message: str
+        subject_id: str
+        method: str
+
+    function = staticmethod(_run_network_registration)
+
+
+def train_network(manifest, *, model: str = "rdmm", preset: str = "synthetic-optimized",
+                  config_json=None, epochs: int = 20, batch_size: int = 1, learning_rate: float = 1e-3,
+                  val_fraction: float = 0.2, seed: int = 0, resample: bool = False, device: str = "auto",
+                  threads: int = 0, out_dir: os.PathLike | str | None = None) -> dict[str, ty.Any]:
+    """Train a network on a manifest's pairs into ``out_dir`` (default ``./training``); returns the
+    best checkpoint, the record, the curves and the last validation Dice."""
+    import json
+
+    import nibabel as nib
+    from rdmm_pipelines.workflows.manifest import read_manifest
+
+    from rdmm_pipelines.learning import NetworkConfig, TrainingConfig, train
+    from rdmm_pipelines.learning.setup import load_pairs, network_from_preset
+
+    specs = read_manifest(os.fspath(manifest))
+    rows = [{"id": p.id, "fixed": p.fixed, "moving": p.moving, "fixed_labels": p.fixed_labels,
+             "moving_labels": p.moving_labels} for p in specs]
+    if config_json is not None:
+        cfg = NetworkConfig.from_dict(json.loads(Path(os.fspath(config_json)).read_text()))
+    else:
+        shape = tuple(int(n) for n in nib.load(str(rows[0]["fixed"])).shape[:3] if n > 1)
+        cfg = network_from_preset(model, shape, preset)
+    out = Path(out_dir) if out_dir is not None else Path.cwd() / "training"
+    with thread_limits(threads):
+        run = train(cfg, TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                        validation_fraction=val_fraction, seed=seed),
+                    load_pairs(rows, cfg.image_shape, resample=resample), out, device=task_device(device),
+                    progress=False)
+    last = run.history[-1] if run.history else {}
+    return {"checkpoint": run.checkpoint, "record": out / "training.json", "curves": out / "curves.png",
+            "val_dice": float(last.get("val_dice", math.nan))}
+
+
+@define
+class TrainNetwork(Task["TrainNetwork.Outputs"]):
+    """Train a registration network (unsupervised) on the pairs of a manifest.
+
+    Args:
+        manifest: CSV/TSV manifest (id, fixed, moving[, fixed_labels, moving_labels]); all images
+            of the network's input size (the first fixed image's, unless ``config_json`` says) or
+            ``resample``.
+        model: "vsvf", "lddmm" or "rdmm". preset: registration preset giving the kernel etc.
+        config_json: a NetworkConfig as JSON instead of model/preset.
+        epochs, batch_size, learning_rate, val_fraction, seed: training settings.
+        device, threads: as for the registration tasks.
+    """
+
+    requires_gpu = True
+
+    manifest: File
+    model: str = arg(default="rdmm", allowed_values=list(MODELS))
+    preset: str = "synthetic-optimized"
+    config_json: Json | None = None
+    epochs: int = 20
+    batch_size: int = 1
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.2
+    seed: int = 0
+    resample: bool = False
+    device: str = arg(default="auto", validator=check_device)
+    threads: int = arg(default=0, validator=check_threads)
+
+    class Outputs(Outputs):
+        """
+        Args:
+            checkpoint: the best checkpoint (lowest validation loss), for NetworkRegistration.
+            record: training.json (configurations, versions, device, seed, history).
+            curves: curves.png (loss and validation Dice per epoch).
+            val_dice: the last epoch's mean validation Dice (NaN without validation labels).
+        """
+
+        checkpoint: File
+        record: Json
+        curves: File
+        val_dice: float
+
+    function = staticmethod(train_network)
