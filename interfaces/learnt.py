@@ -11,8 +11,7 @@ import typing as ty
 from pathlib import Path
 
 from fileformats.application import Json
-from fileformats.generic import Directory, File
-from fileformats.medimage import NiftiGz
+from fileformats.generic import File
 
 from rdmm_pipelines.config import MODELS
 
@@ -29,7 +28,12 @@ from .common import (
     task_device,
     thread_limits,
 )
-from .register import REGISTRATION_FILES, SIGMA_FILES, save_registration
+from .register import (
+    REGISTRATION_FILES,
+    SIGMA_FILES,
+    RdmmRegistration,
+    save_registration,
+)
 
 __all__ = ["NETWORK_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair", "train_network"]
 
@@ -97,25 +101,10 @@ class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
     threads: int = arg(default=0, validator=check_threads)
     retry: int = arg(default=0, validator=check_retry)
 
-    class Outputs(Outputs):
+    class Outputs(RdmmRegistration.Outputs):
         """The outputs of :class:`~.register.RdmmRegistration` (warped, displacement, composite,
         jacobian, record, result_dir, sigma maps for RDMM, device_used, seconds, status, message,
         subject_id, method)."""
-
-        warped: NiftiGz | None
-        displacement: NiftiGz | None
-        composite: File | None
-        jacobian: NiftiGz | None
-        record: Json | None
-        result_dir: Directory | None
-        sigma_t0: NiftiGz | None
-        sigma_t1: NiftiGz | None
-        device_used: str
-        seconds: float
-        status: str
-        message: str
-        subject_id: str
-        method: str
 
     function = staticmethod(_run_network_registration)
 

@@ -38,16 +38,21 @@ def _progress_bar(enabled: bool, desc: str):
     return update, bar.close
 
 
-def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
-    if not args.config:
-        return None
-    path = Path(args.config)
+def _read_json(given: str):
+    """A configuration file's JSON, with one-line errors for a missing or malformed file."""
+    path = Path(given)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: configuration file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
+    if not args.config:
+        return None
+    data = _read_json(args.config)
     if isinstance(data, dict) and "config" in data and "rdmm_pipelines_record" in data:
         data = data["config"]  # a registration.json record: reuse its configuration
     return RegistrationConfig.from_dict(data)
@@ -137,13 +142,7 @@ def _network_config(args: argparse.Namespace, shape: tuple[int, ...]):
     changes = {k: v for k, v in (("inverse_consistency_weight", args.ic_weight), ("affine_steps", args.affine_steps),
                                  ("refine_steps", args.refine_steps)) if v is not None}
     if args.config:
-        path = Path(args.config)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: configuration file not found") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        data = _read_json(args.config)
         if isinstance(data, dict) and "rdmm_pipelines_training" in data:
             data = data["network"]  # a training.json record: reuse its network
         cfg = NetworkConfig.from_dict(data)

@@ -21,6 +21,7 @@ FORBIDDEN = {
     "similarity": {"models", "optim", "registration", "result", "demo", "cli"},
     "optim": {"registration", "result", "demo", "cli"},
     "evaluation": {"registration", "demo", "cli", "optim"},
+    "learning": {"demo", "cli", "qc"},  # beside register(): it may build RegistrationResults
 }
 EXTERNAL_FORBIDDEN = {"pydra", "nipype", "ants", "SimpleITK", "fileformats"}
 
