@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rdmm_pipelines.config import IntegratorConfig, RegistrationConfig
 from rdmm_pipelines.core.gaussian import gaussian_filter, gaussian_mixture
-from rdmm_pipelines.core.interpolation import sample
+from rdmm_pipelines.core.interpolation import resize_field, sample
 from rdmm_pipelines.integrators import integrate
 from rdmm_pipelines.metric import inner_product
 from rdmm_pipelines.models.build import build_model
@@ -89,7 +89,10 @@ class Problem:
         reg = self.cfg.regularity_weight * 0.5 * inner_product(self.m0, model.initial_velocity(state0), self.spacing).sum()
         state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol,
                            adjoint=ic.adjoint, checkpointed=ic.checkpointed)
-        warped = sample(self.source, state1.phi, self.spacing)
+        img_shape = tuple(self.target.shape[2:])
+        phi = state1.phi if img_shape == tuple(self.m0.shape[2:]) else resize_field(state1.phi, img_shape)
+        img_h = tuple(1.0 / (max(img_shape) - 1) for _ in img_shape)
+        warped = sample(self.source, phi, img_h)
         sim = make_similarity(self.cfg.similarity.name, self.target.shape[2:])(warped, self.target).sum()
         out = {"similarity": sim, "regularity": reg, "phi": state1.phi}
         if self.z is not None:
@@ -114,11 +117,13 @@ def _smooth_noise(shape: tuple[int, ...], channels: int, spacing: Sequence[float
 
 def make_problem(method: str, shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0,
                  sigmas: Sequence[float] | None = None, steps: int | None = None,
-                 integrator: dict | None = None, displacement: float = 2.0) -> Problem:
+                 integrator: dict | None = None, displacement: float = 2.0,
+                 image_shape: Sequence[int] | None = None) -> Problem:
     """A benchmark problem on a grid of ``shape`` (longest side 1 in domain units).
 
     The images are smooth random fields; m0 is a smooth random momentum scaled so that the
-    initial velocity K m0 reaches ``displacement`` voxels; pre-defined pre-weights are two smooth regions.
+    initial velocity K m0 reaches ``displacement`` voxels; with ``image_shape`` the images live
+    on that (finer) grid and the map is upsampled for the similarity, as in the optimiser; pre-defined pre-weights are two smooth regions.
     """
     shape = tuple(int(n) for n in shape)
     d = len(shape)
@@ -127,8 +132,10 @@ def make_problem(method: str, shape: Sequence[int], dtype: torch.dtype = torch.f
     cfg = method_config(method, sigmas, steps, integrator)
     model = build_model(cfg, spacing)
     gen = torch.Generator().manual_seed(seed)
-    source = _smooth_noise(shape, 1, spacing, 0.03, gen, dtype).abs()
-    target = _smooth_noise(shape, 1, spacing, 0.03, gen, dtype).abs()
+    ishape = tuple(image_shape) if image_shape is not None else shape
+    ispacing = tuple(1.0 / (max(ishape) - 1) for _ in ishape)
+    source = _smooth_noise(ishape, 1, ispacing, 0.03, gen, dtype).abs()
+    target = _smooth_noise(ishape, 1, ispacing, 0.03, gen, dtype).abs()
     m = _smooth_noise(shape, d, spacing, 0.05, gen, torch.float64)
     v = gaussian_mixture(m, spacing, cfg.kernel.sigmas, cfg.kernel.normalized_weights)
     m0 = (m * (displacement * h / float(v.abs().max()))).to(dtype).requires_grad_()
