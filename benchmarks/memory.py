@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py --quick --out runs/memory_quick
     python benchmarks/memory.py --out runs/memory          # includes the 160x192x224 case
+    python benchmarks/memory.py --big --out runs/memory_1mm   # only that case
 
 Each case runs in a fresh process and reports ``ru_maxrss`` (peak resident memory of that
 process, CPU); the baseline RSS of a process that built the problem without evaluating it is
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--checkpointed", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--big", action="store_true", help="only the 1 mm brain-sized case (checkpointed)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.method, args.shape, args.image_shape, args.checkpointed, not args.no_eval,
@@ -65,16 +67,23 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cases = [((32, 32, 32), None), ((40, 48, 56), None), ((48, 48, 48), None)]
+    # (map, image, modes): the 1 mm case runs checkpointed only: plain backprop there needs about
+    # 8x the 40x48x56 case (~22 GB), more than a 23 GB machine shared with other jobs can give
+    cases = [((32, 32, 32), None, (False, True)), ((40, 48, 56), None, (False, True)),
+             ((48, 48, 48), None, (False, True))]
     if not args.quick:
-        cases += [((64, 64, 64), None), ((80, 96, 112), (160, 192, 224))]
+        cases += [((64, 64, 64), None, (False, True))]
+    if not args.quick or args.big:
+        cases += [((80, 96, 112), (160, 192, 224), (True,))]
+    if args.big:
+        cases = cases[-1:]
     rows = []
-    for shape, image_shape in cases:
+    for shape, image_shape, modes in cases:
         base = ["--method", args.method, "--steps", str(args.steps), "--shape", *map(str, shape)]
         if image_shape:
             base += ["--image-shape", *map(str, image_shape)]
         idle = run(base + ["--no-eval"])
-        for ckpt in (False, True):
+        for ckpt in modes:
             r = run(base + (["--checkpointed"] if ckpt else []))
             row = {"method": args.method, "map": shape, "image": image_shape or shape, "checkpointed": ckpt,
                    "steps": args.steps, "idle_rss_mb": idle.get("peak_rss_mb"), **r}

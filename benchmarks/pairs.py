@@ -29,10 +29,7 @@ CASES = ("2d200", "phantom64", "phantom96", "brain2mm")
 
 
 def _save(path: Path, data: np.ndarray, spacing, dtype) -> None:
-    aff = np.diag(list(spacing) + [1.0] * (4 - len(spacing)))
-    if data.ndim == 2:
-        data = data[:, :, None]
-        aff = np.diag(list(spacing) + [1.0, 1.0])
+    aff = np.diag(list(spacing) + [1.0] * (4 - len(spacing)))  # 2D images are saved as (X, Y)
     nib.save(nib.Nifti1Image(np.asarray(data, dtype=dtype), aff), str(path))
 
 
