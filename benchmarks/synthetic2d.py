@@ -19,8 +19,19 @@ from pathlib import Path
 
 import torch
 
-from rdmm_pipelines.demo import METHODS, format_summary, score_pair, summarize, write_scores_csv
-from rdmm_pipelines.provenance import device_description, resolve_device, versions, write_json_atomic
+from rdmm_pipelines.demo import (
+    METHODS,
+    format_summary,
+    score_pair,
+    summarize,
+    write_scores_csv,
+)
+from rdmm_pipelines.provenance import (
+    device_description,
+    resolve_device,
+    versions,
+    write_json_atomic,
+)
 from rdmm_pipelines.synthetic import make_pairs_2d
 
 

@@ -1,0 +1,107 @@
+"""Side-by-side benchmark: our methods and the peers on the same pairs, in one run.
+
+    python benchmarks/suite.py --quick --out runs/bench_quick     # minutes on a 2-core CPU
+    python benchmarks/suite.py --out runs/bench_full               # more cases and iterations
+
+Every (case, method) runs in a fresh process (``run_case.py``), so peak memory is that case's
+own; every tool gets the same thread count (``--threads``: torch, ITK/ANTs, SimpleITK and
+NiftyReg's OpenMP). Writes ``results.json`` (every record, the machine, versions, the command)
+and ``summary.md`` (one table per case: seconds, seconds per iteration, peak memory, Dice,
+folding voxels, and the ratio of seconds to ANTs SyN's) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from run_case import OURS, PEERS
+
+HERE = Path(__file__).resolve().parent
+QUICK_CASES = ("2d200", "phantom64", "brain2mm")
+FULL_CASES = ("2d200", "phantom64", "phantom96", "brain2mm")
+
+
+def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: Path) -> dict:
+    cmd = [sys.executable, str(HERE / "run_case.py"), "--case", case, "--method", method, "--mode", mode,
+           "--threads", str(threads), "--data", str(data), "--work", str(work)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"case": case, "method": method, "error": (proc.stderr or proc.stdout)[-2000:], "process_seconds": wall}
+    rec = json.loads(lines[-1])
+    rec["process_seconds"] = wall
+    return rec
+
+
+def summary(records: list[dict], meta: dict) -> str:
+    out = [f"# Benchmark {meta['date']} ({meta['mode']})", "",
+           (f"machine: {meta['machine']}, {meta['cpus']} CPUs; threads per tool: {meta['threads']}; "
+            f"torch {meta['versions'].get('torch')}"), f"command: `{meta['command']}`", ""]
+    for case in dict.fromkeys(r["case"] for r in records):
+        rows = [r for r in records if r["case"] == case]
+        ants = next((r.get("seconds") for r in rows if r["method"] == "ants-syn" and "seconds" in r), None)
+        before = next((r["dice_before"] for r in rows if "dice_before" in r), float("nan"))
+        out += [f"## {case} (Dice before {before:.3f})", "",
+                "| method | s/pair | x ANTs SyN | iterations | s/iteration | peak RSS (MB) | Dice | folding voxels |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if "error" in r:
+                out.append(f"| {r['method']} | failed: {r['error'].strip().splitlines()[-1][:80]} |||||||")
+                continue
+            ratio = f"{r['seconds'] / ants:.2f}" if ants else "-"
+            spi = f"{r['seconds_per_iteration']:.2f}" if r.get("seconds_per_iteration") else "-"
+            out.append(f"| {r['method']} | {r['seconds']:.1f} | {ratio} | {r.get('iterations') or '-'} | {spi} | "
+                       f"{r['peak_rss_mb']:.0f} | {r['dice']:.3f} | {int(r['folds'].get('folding_voxels', 0))} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=f"cases {QUICK_CASES}, few iterations")
+    ap.add_argument("--cases", nargs="+", default=None)
+    ap.add_argument("--methods", nargs="+", default=list(OURS + PEERS), choices=list(OURS + PEERS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="runs/bench")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    cases = args.cases or (QUICK_CASES if args.quick else FULL_CASES)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data, work = out / "data", out / "work"
+    import torch
+
+    from rdmm_pipelines.provenance import versions
+
+    meta = {"date": datetime.date.today().isoformat(), "mode": mode, "threads": args.threads,
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "versions": versions(), "torch_threads_default": torch.get_num_threads(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    records = []
+    for case in cases:
+        for method in args.methods:
+            rec = run_one(case, method, mode, args.threads, data, work)
+            records.append(rec)
+            msg = rec.get("error", "").strip().splitlines()[-1:] if "error" in rec else None
+            print(f"{case:10s} {method:18s} " + (f"FAILED {msg}" if msg is not None else
+                  f"{rec['seconds']:7.1f} s  Dice {rec['dice']:.3f}  folds {rec['folds'].get('folding_voxels', 0)}  "
+                  f"peak {rec['peak_rss_mb']:.0f} MB"), flush=True)
+            (out / "results.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    text = summary(records, meta)
+    (out / "summary.md").write_text(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
