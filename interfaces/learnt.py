@@ -80,13 +80,15 @@ class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
     """Register a moving image to a fixed image with a trained network (one forward pass).
 
     Args:
-        fixed, moving: target and source images (NIfTI); the moving image is taken onto the fixed
-            grid through the headers.
+        fixed: target image (NIfTI); every output lies on its grid.
+        moving: source image (NIfTI), taken onto the fixed grid through the headers.
         weights: a checkpoint from ``rdmm train`` / :class:`TrainNetwork` (checked when the task is built).
         subject_id: pair identifier used in output file names.
         method: "vsvf-net", "lddmm-net" or "rdmm-net"; a checkpoint of another model is refused.
         resample: accept images whose size differs from the network's input size.
-        device, threads, retry: as for :class:`~.register.RdmmRegistration`.
+        device: "auto", "cpu", "cuda" or "cuda:N", resolved when the task runs.
+        threads: CPU threads for torch while the task runs; 0 = all CPUs available to it.
+        retry: attempt number (another value gives another cache hash, so a failure runs again).
     """
 
     requires_gpu = True
@@ -150,10 +152,17 @@ class TrainNetwork(Task["TrainNetwork.Outputs"]):
         manifest: CSV/TSV manifest (id, fixed, moving[, fixed_labels, moving_labels]); all images
             of the network's input size (the first fixed image's, unless ``config_json`` says) or
             ``resample``.
-        model: "vsvf", "lddmm" or "rdmm". preset: registration preset giving the kernel etc.
+        model: "vsvf", "lddmm" or "rdmm".
+        preset: registration preset giving the kernel, similarity and regulariser.
         config_json: a NetworkConfig as JSON instead of model/preset.
-        epochs, batch_size, learning_rate, val_fraction, seed: training settings.
-        device, threads: as for the registration tasks.
+        epochs: passes over the training pairs.
+        batch_size: pairs per optimiser step.
+        learning_rate: Adam's step size.
+        val_fraction: share of the pairs held out for validation.
+        seed: seeds the initialisation and the order of the pairs.
+        resample: resize images of another size to the network's input size.
+        device: "auto", "cpu", "cuda" or "cuda:N", resolved when the task runs.
+        threads: CPU threads for torch while the task runs; 0 = all CPUs available to it.
     """
 
     requires_gpu = True
