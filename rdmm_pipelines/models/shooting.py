@@ -18,11 +18,10 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..core.differences import gradient
 from ..core.interpolation import identity_map, sample
 from ..metric import MultiGaussianMetric, RegionalMetric, inner_product
 from .states import FlowState, GeodesicState, RegionalState
-from .transport import advect, epdiff
+from .transport import advect, contracted_gradient, epdiff
 
 __all__ = ["VSVF", "LDDMM", "RDMM", "ShootingModel"]
 
@@ -147,8 +146,8 @@ class RDMM(ShootingModel):
         w = self.metric.weights(h, self.spacing)
         v, nu = self.metric.velocity(m, w, self.spacing)
         force = self.metric.weights_adjoint((m.unsqueeze(1) * nu).sum(2), self.spacing)  # (B, N, *S)
-        grad_h = gradient(h if self.weight_gradient == "advected" else h0, self.spacing)  # (B, N, d, *S)
-        dm = -epdiff(m, v, self.spacing) + (force.unsqueeze(2) * grad_h).sum(1)
+        h_grad = h if self.weight_gradient == "advected" else h0
+        dm = -epdiff(m, v, self.spacing) + contracted_gradient(h_grad, force, self.spacing)
         return RegionalState(m=dm, phi=-advect(phi, v, self.spacing), h0=torch.zeros_like(h0))
 
     def momentum_and_velocity(self, state: RegionalState) -> tuple[Tensor, Tensor]:

@@ -6,9 +6,11 @@ from typing import Sequence
 
 from torch import Tensor
 
-from ..core.differences import gradient, partial
+import torch
 
-__all__ = ["advect", "epdiff"]
+from ..core.differences import partial
+
+__all__ = ["advect", "epdiff", "contracted_gradient"]
 
 
 def advect(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -24,7 +26,25 @@ def advect(phi: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
     Returns:
         (B, C, *S): [:, c] = sum_j d phi_c / d x_j * v_j.
     """
-    return (gradient(phi, spacing) * v.unsqueeze(1)).sum(2)
+    out = partial(phi, 0, spacing[0]) * v[:, 0:1]
+    for j in range(1, len(spacing)):
+        out = out + partial(phi, j, spacing[j]) * v[:, j : j + 1]
+    return out
+
+
+def contracted_gradient(f: Tensor, c: Tensor, spacing: Sequence[float]) -> Tensor:
+    """The gradient of a field contracted with a co-field: sum_n c_n grad f_n.
+
+    Args:
+        f: (B, C, *S).
+        c: (B, C, *S) (or broadcastable).
+
+    Returns:
+        (B, d, *S): [:, j] = sum_n c_n d f_n / d x_j. EPDiff's (D v)^T m is
+        ``contracted_gradient(v, m)``; RDMM's weight force sum_i F_i grad h_i is
+        ``contracted_gradient(h, F)``.
+    """
+    return torch.cat([(partial(f, j, h) * c).sum(1, keepdim=True) for j, h in enumerate(spacing)], dim=1)
 
 
 def epdiff(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -41,5 +61,4 @@ def epdiff(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
         is dm/dt = -epdiff(m, v).
     """
     flux = sum(partial(m * v[:, j : j + 1], j, h) for j, h in enumerate(spacing))
-    transpose = (gradient(v, spacing) * m.unsqueeze(2)).sum(1)
-    return flux + transpose
+    return flux + contracted_gradient(v, m, spacing)
