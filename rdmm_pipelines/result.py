@@ -67,7 +67,7 @@ class RegistrationResult:
         model: the shooting model on the map grid (its metric carries the sigmas in domain units).
         affine: the affine pre-registration (fixed world -> moving world), composed after phi:
             the full transform is x -> A(phi^-1(x)). None means the identity.
-        history: energies per L-BFGS iteration.
+        history: energies per L-BFGS iteration. evaluations: objective + gradient evaluations.
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
 
@@ -86,6 +86,7 @@ class RegistrationResult:
     device: str = "cpu"
     inputs: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    evaluations: int = 0
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
@@ -203,6 +204,7 @@ class RegistrationResult:
             "affine_fixed_to_moving_ras": None if self.affine is None else self.affine.to_list(),
             "folds": self.fold_statistics(),
             "iterations": len(self.history),
+            "evaluations": self.evaluations,
             "history": [dataclasses.asdict(r) for r in self.history],
             "warnings": self.warnings,
             "conventions": {

@@ -28,8 +28,8 @@ The estimated transform maps FIXED world points to MOVING world points (see
   through world space at ``inv(A_moving) A A_fixed_coarse`` applied to the coarse voxel indices
   (:func:`rdmm_pipelines.core.interpolation.sample_voxel`, linear). The parameters carry over
   unchanged from scale to scale (they do not depend on the grid).
-* **Optimiser**: ``torch.optim.LBFGS`` with a strong-Wolfe line search, ``lr =
-  config.learning_rate`` (1.0: the line search chooses the step), at most ``iterations[k]``
+* **Optimiser**: L-BFGS with a strong-Wolfe line search (:func:`rdmm_pipelines.optim.lbfgs.minimize`),
+  first trial step ``config.learning_rate`` times the quasi-Newton step, at most ``iterations[k]``
   iterations per scale (it stops earlier when the loss and the parameters stop changing); the best
   finite parameters seen are kept.
 """
@@ -50,6 +50,7 @@ from torch import Tensor
 from ..config import _AFFINE_INITS as _INITS
 from ..config import AffineConfig
 from ..core.interpolation import sample_voxel
+from ..optim.lbfgs import minimize
 from ..similarity import make_similarity
 from ..spatial.grid import Grid
 from ..spatial.image import Image, resample_to_grid
@@ -472,6 +473,7 @@ def affine_register(
     records: list[AffineIterationRecord] = []
     per_scale: list[int] = []
     total_budget = sum(config.iterations)
+    gamma: float | None = None
     for factor, iters in zip(config.scales, config.iterations):
         if iters == 0:
             per_scale.append(0)
@@ -482,27 +484,24 @@ def affine_register(
         # divide by the starting loss so that L-BFGS's absolute tolerances are relative ones,
         # whatever the measure's magnitude (SSD values are ~1e-3 to 1e-6)
         inv0 = 1.0 / max(loss0, 1e-6) if math.isfinite(loss0) else 1.0
-        opt = torch.optim.LBFGS(
-            [theta], lr=config.learning_rate, max_iter=iters, max_eval=iters * 4 + 5,
-            history_size=10, line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-9,
-        )
-        state = opt.state[theta]
         tracker = _Tracker(theta, float(factor), history, records, progress, total_budget, t_start)
 
-        def closure() -> Tensor:
-            opt.zero_grad()
+        def evaluate(k: int) -> float:
             loss = level.loss(world(theta))
             value = float(loss.detach())
             if not math.isfinite(value):
                 notes.append(f"scale {factor}: non-finite similarity during the line search")
                 theta.grad = torch.zeros_like(theta)
-                return torch.tensor(math.inf, dtype=torch.float64, device=theta.device)
+                return math.inf
             scaled = loss * inv0
             scaled.backward()
-            tracker.observe(int(state.get("n_iter", 0)), value)
-            return scaled.detach()
+            tracker.observe(k, value)
+            return float(scaled.detach())
 
-        opt.step(closure)
+        # the parameters and the (normalised, mean) loss do not depend on the grid: the curvature
+        # learnt at the coarser scale is a good first guess at the finer one
+        gamma = minimize(evaluate, [theta], max_iter=iters, history=10, max_evals=iters * 4 + 5, gamma=gamma,
+                         grad_tolerance=1e-7, change_tolerance=1e-9, step=config.learning_rate).gamma
         done = tracker.finish()
         per_scale.append(done)
         log.info("affine scale %s (%s): loss %.6g after %d iterations", factor, level.grid.shape,

@@ -25,6 +25,7 @@ from ..metric import inner_product
 from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
 from ..similarity import make_similarity
+from .lbfgs import minimize
 from .penalties import omt_penalty, penalty_weights, range_penalty
 from .preweights import (
     constant_preweights,
@@ -57,7 +58,8 @@ class OptimizationResult:
     """Estimated initial conditions and the shot map, all on the map grid of the finest scale.
 
     m0: (1, d, *S_map); h0: (1, N, *S_map) or None (vSVF/LDDMM); phi: (1, d, *S_map) map at t = 1;
-    spacing: domain spacing of the map grid; history: one record per iteration.
+    spacing: domain spacing of the map grid; history: one record per iteration;
+    evaluations: objective + gradient evaluations over all scales.
     """
 
     m0: Tensor
@@ -67,10 +69,11 @@ class OptimizationResult:
     model: ShootingModel
     history: list[IterationRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    evaluations: int = 0
 
 
 class _IterationTracker:
-    """Turns LBFGS's function evaluations into one record per iteration (its accepted, lowest,
+    """Turns L-BFGS's function evaluations into one record per iteration (its accepted, lowest,
     energy), reports progress, and keeps the best finite parameters."""
 
     def __init__(self, scale, first_T, t_start, params, history, progress, total_iterations) -> None:
@@ -166,6 +169,9 @@ def optimize(
     history: list[IterationRecord] = []
     notes: list[str] = []
     T = 0
+    gamma: float | None = None  # L-BFGS's inverse-Hessian scale, carried from scale to scale
+    gamma_params = 1
+    evaluations = 0
     t_start = time.perf_counter()
     finest_h = max(_spacing_for(plan[-1][1], shape, spacing))
     narrowest = min(cfg.kernel.sigmas) * sigma_scale
@@ -216,22 +222,22 @@ def optimize(
         if iters == 0:
             continue
         tracker = _IterationTracker(s, T, t_start, params, history, progress, total_iterations)
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=iters, max_eval=iters * cfg.optimizer.max_evals,
-                                history_size=cfg.optimizer.history, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-10, tolerance_change=1e-12)
-        lbfgs_state = opt.state[params[0]]
+        n_params = sum(p.numel() for p in params)
+        if gamma is not None:  # the Hessian of a grid integral scales with the cell volume
+            gamma *= n_params / gamma_params
 
-        def closure() -> Tensor:
-            # LBFGS counts its iterations in state["n_iter"]: 0 for the first evaluation, j during
-            # iteration j's line search; the schedule's T follows the iteration.
-            k = max(int(lbfgs_state.get("n_iter", 0)) - 1, 0)
-            opt.zero_grad()
-            e = objective(tracker.first_T + k)
+        def evaluate(k: int) -> Tensor:
+            # k = 0 for the first evaluation, j during iteration j's line search; the
+            # schedule's T follows the iteration.
+            e = objective(tracker.first_T + max(k - 1, 0))
             e["total"].backward()
-            tracker.observe(int(lbfgs_state.get("n_iter", 0)), e)
+            tracker.observe(k, e)
             return e["total"]
 
-        opt.step(closure)
+        run = minimize(evaluate, params, max_iter=iters, history=cfg.optimizer.history,
+                       max_evals=iters * cfg.optimizer.max_evals, gamma=gamma)
+        gamma, gamma_params = run.gamma, n_params
+        evaluations += run.evaluations
         tracker.finish()
         if tracker.non_finite:
             msg = f"scale {s}: the objective became non-finite; kept the best finite parameters"
@@ -247,4 +253,5 @@ def optimize(
         ic = cfg.integrator
         state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol)
     return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
-                              spacing=map_h, model=model, history=history, warnings=notes)
+                              spacing=map_h, model=model, history=history, warnings=notes,
+                              evaluations=evaluations)
