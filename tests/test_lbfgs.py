@@ -109,3 +109,30 @@ def test_several_parameter_tensors_move_together():
     r = minimize(evaluate, [m, z], max_iter=50, grad_tolerance=1e-10)
     assert r.reason == "gradient below tolerance"
     assert abs(float(m.mean()) - 2) < 0.1 and abs(float(z.mean()) + 1) < 0.1
+
+
+def test_a_schedule_shift_keeps_the_line_search_honest():
+    """An objective whose penalty weight changes every iteration (as RDMM's Range/OMT schedule
+    does): without the shift the sufficient-decrease test compares two different functions and
+    the search fails as soon as the schedule's change exceeds the decrease; with it, it goes on."""
+    a = torch.tensor([1e-3, 2e-3], dtype=D)
+
+    def weight(k):
+        return 1e-3 * max(k - 1, 0)  # grows by 1e-3 per iteration
+
+    def run(with_shift):
+        x = torch.zeros(2, dtype=D, requires_grad=True)
+
+        def evaluate(k):
+            f = (a * (x - 1) ** 2).sum() + weight(k) * (x * x).sum()
+            f.backward()
+            return f
+
+        def shift(k):
+            return (weight(k) - weight(k - 1)) * float((x.detach() ** 2).sum())
+
+        return minimize(evaluate, [x], max_iter=30, gamma=300.0, shift=shift if with_shift else None)
+
+    honest, naive = run(True), run(False)
+    assert honest.iterations >= 20  # measured 26 of 30 (the gradient is still the old schedule's)
+    assert naive.iterations <= 3 and naive.reason == "line search found no decrease"  # measured 1
