@@ -28,7 +28,14 @@ BRAIN_SIGMAS = (0.03, 0.06, 0.09, 0.12)
 BRAIN_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
 
 
-def _our_config(case: str, method: str, mode: str):
+def _our_config(case: str, method: str, mode: str, steps: int | None = None):
+    cfg = _base_config(case, method, mode)
+    if steps is not None:
+        cfg = cfg.replace(integrator=cfg.integrator.replace(steps=steps))
+    return cfg
+
+
+def _base_config(case: str, method: str, mode: str):
     from rdmm_pipelines.config import OptimizerConfig
     from rdmm_pipelines.demo import method_config
     from rdmm_pipelines.presets import default_region_weights, get_preset
@@ -58,20 +65,21 @@ def _regions(case: str, moving_labels: Path):
     return lab.with_data(region.long())
 
 
-def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: str) -> dict:
+def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: str, steps: int | None = None) -> dict:
     import torch
 
     from rdmm_pipelines.registration import register
     from rdmm_pipelines.transforms import DenseTransform
 
-    cfg = _our_config(case, method, mode)
+    cfg = _our_config(case, method, mode, steps)
     regions = _regions(case, files["moving_labels"]) if method == "rdmm-predefined" else None
     t0 = time.perf_counter()
     result = register(str(files["fixed"]), str(files["moving"]), config=cfg, region_labels=regions, device="cpu")
     seconds = time.perf_counter() - t0
     disp = DenseTransform.from_result(result).save_displacement_field(work / f"{case}_{method}_displacement.nii.gz")
     iterations = len(result.history)
-    return {"seconds": seconds, "iterations": iterations, "timings": result.timings,
+    return {"seconds": seconds, "iterations": iterations, "evaluations": result.evaluations,
+            "half_step_difference_map_voxels": result.half_step_difference, "timings": result.timings,
             "seconds_per_iteration": result.timings.get("optimize", seconds) / max(iterations, 1),
             "displacement": str(disp), "threads": torch.get_num_threads()}
 
@@ -93,6 +101,7 @@ def main() -> None:
     ap.add_argument("--method", required=True, choices=OURS + PEERS)
     ap.add_argument("--mode", default="quick", choices=sorted(ITERATIONS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the preset's 10)")
     ap.add_argument("--data", default="runs/bench_data")
     ap.add_argument("--work", default="runs/bench_work")
     args = ap.parse_args()
@@ -109,7 +118,7 @@ def main() -> None:
     work = Path(args.work) / args.case
     work.mkdir(parents=True, exist_ok=True)
     if args.method in OURS:
-        rec = run_ours(args.case, args.method, files, work, args.mode)
+        rec = run_ours(args.case, args.method, files, work, args.mode, args.steps)
     else:
         rec = run_peer(args.method, files, work, args.threads)
     ev = evaluate_displacement_field(rec["displacement"], files["fixed_labels"], files["moving_labels"],
@@ -117,7 +126,7 @@ def main() -> None:
     before = evaluate_dice_before(files)
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    rec.update(case=args.case, method=args.method, mode=args.mode, threads=args.threads,
+    rec.update(case=args.case, method=args.method, mode=args.mode, threads=args.threads, steps=args.steps,
                dice=ev.mean_dice, dice_before=before, folds=dict(ev.folds or {}),
                peak_rss_mb=max(self_kb, child_kb) / 1024.0)
     print(json.dumps(rec), flush=True)

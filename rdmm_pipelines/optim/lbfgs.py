@@ -106,6 +106,7 @@ def minimize(
     grad_tolerance: float = 0.0,
     change_tolerance: float = 0.0,
     step: float = 1.0,
+    shift: Callable[[int], float] | None = None,
 ) -> LbfgsResult:
     """Minimise by L-BFGS, changing ``params`` in place.
 
@@ -123,6 +124,10 @@ def minimize(
         change_tolerance: stop when a step changes the objective, or every parameter, by less.
         step: the first trial step of each line search, times the quasi-Newton step (1: the
             full step).
+        shift: for objectives that change from one iteration to the next (RDMM's penalty
+            schedule): ``shift(k)`` returns f_k(x) - f_{k-1}(x) at the current point, added to
+            the reference value before iteration k's line search. Without it the sufficient-
+            decrease test compares values of two different functions and fails near the optimum.
 
     Returns:
         :class:`LbfgsResult`. ``params`` hold the last accepted point.
@@ -168,6 +173,8 @@ def minimize(
         if evals >= budget:
             reason = "max_evals"
             break
+        if shift is not None and it > 0:
+            f += float(shift(it + 1))
         found = _line_search(at, params, x, d, f, gtd, t, it + 1, min(budget - evals, MAX_LINE_SEARCH),
                              change_tolerance)
         if found is None:
