@@ -2,6 +2,7 @@
 
     python benchmarks/suite.py --quick --out runs/bench_quick     # minutes on a 2-core CPU
     python benchmarks/suite.py --out runs/bench_full               # more cases and iterations
+    python benchmarks/suite.py --quick --cases brain2mm --steps 5  # our methods with 5 RK4 steps
 
 Every (case, method) runs in a fresh process (``run_case.py``), so peak memory is that case's
 own; every tool gets the same thread count (``--threads``: torch, ITK/ANTs, SimpleITK and
@@ -29,9 +30,12 @@ QUICK_CASES = ("2d200", "phantom64", "brain2mm")
 FULL_CASES = ("2d200", "phantom64", "phantom96", "brain2mm")
 
 
-def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: Path) -> dict:
+def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: Path,
+            steps: int | None = None) -> dict:
     cmd = [sys.executable, str(HERE / "run_case.py"), "--case", case, "--method", method, "--mode", mode,
            "--threads", str(threads), "--data", str(data), "--work", str(work)]
+    if steps is not None and method in OURS:
+        cmd += ["--steps", str(steps)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -47,22 +51,27 @@ def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: P
 def summary(records: list[dict], meta: dict) -> str:
     out = [f"# Benchmark {meta['date']} ({meta['mode']})", "",
            (f"machine: {meta['machine']}, {meta['cpus']} CPUs; threads per tool: {meta['threads']}; "
-            f"torch {meta['versions'].get('torch')}"), f"command: `{meta['command']}`", ""]
+            f"RK4 steps of our methods: {meta.get('steps') or 'the preset (10)'}; torch {meta['versions'].get('torch')}"),
+           f"command: `{meta['command']}`", ""]
     for case in dict.fromkeys(r["case"] for r in records):
         rows = [r for r in records if r["case"] == case]
         ants = next((r.get("seconds") for r in rows if r["method"] == "ants-syn" and "seconds" in r), None)
         before = next((r["dice_before"] for r in rows if "dice_before" in r), float("nan"))
         out += [f"## {case} (Dice before {before:.3f})", "",
-                "| method | s/pair | x ANTs SyN | iterations | s/iteration | peak RSS (MB) | Dice | folding voxels |",
-                "|---|---|---|---|---|---|---|---|"]
+                "| method | s/pair | x ANTs SyN | iterations (evaluations) | s/iteration | peak RSS (MB) | Dice | "
+                "folding voxels | half-step check (map voxels) |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
-                out.append(f"| {r['method']} | failed: {r['error'].strip().splitlines()[-1][:80]} |||||||")
+                out.append(f"| {r['method']} | failed: {r['error'].strip().splitlines()[-1][:80]} ||||||||")
                 continue
             ratio = f"{r['seconds'] / ants:.2f}" if ants else "-"
             spi = f"{r['seconds_per_iteration']:.2f}" if r.get("seconds_per_iteration") else "-"
-            out.append(f"| {r['method']} | {r['seconds']:.1f} | {ratio} | {r.get('iterations') or '-'} | {spi} | "
-                       f"{r['peak_rss_mb']:.0f} | {r['dice']:.3f} | {int(r['folds'].get('folding_voxels', 0))} |")
+            its = f"{r['iterations']} ({r.get('evaluations', '?')})" if r.get("iterations") else "-"
+            check = r.get("half_step_difference_map_voxels")
+            out.append(f"| {r['method']} | {r['seconds']:.1f} | {ratio} | {its} | {spi} | "
+                       f"{r['peak_rss_mb']:.0f} | {r['dice']:.3f} | {int(r['folds'].get('folding_voxels', 0))} | "
+                       f"{'-' if check is None else f'{check:.3g}'} |")
         out.append("")
     return "\n".join(out)
 
@@ -73,6 +82,7 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=list(OURS + PEERS), choices=list(OURS + PEERS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the preset's 10)")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
@@ -84,14 +94,14 @@ def main() -> None:
 
     from rdmm_pipelines.provenance import versions
 
-    meta = {"date": datetime.date.today().isoformat(), "mode": mode, "threads": args.threads,
+    meta = {"date": datetime.date.today().isoformat(), "mode": mode, "threads": args.threads, "steps": args.steps,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "versions": versions(), "torch_threads_default": torch.get_num_threads(),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
     records = []
     for case in cases:
         for method in args.methods:
-            rec = run_one(case, method, mode, args.threads, data, work)
+            rec = run_one(case, method, mode, args.threads, data, work, args.steps)
             records.append(rec)
             msg = rec.get("error", "").strip().splitlines()[-1:] if "error" in rec else None
             print(f"{case:10s} {method:18s} " + (f"FAILED {msg}" if msg is not None else

@@ -56,7 +56,7 @@ def _combine(y: tuple, ks: list[tuple], coeffs: tuple[float, ...], dt: float) ->
         acc = yi
         for k, c in zip(ks, coeffs):
             if c != 0.0:
-                acc = acc + (dt * c) * k[i]
+                acc = torch.add(acc, k[i], alpha=dt * c)  # one fused pass instead of a scale and an add
         out.append(acc)
     return tuple(out)
 
