@@ -87,7 +87,7 @@ def test_steps_back_from_non_finite_values_and_stops_cleanly():
 
     def walled(x):
         f = ((x - 3) ** 2).sum()
-        return f if float(x.max()) < 2.0 else f * math.inf
+        return f if float(x.detach().max()) < 2.0 else f * math.inf
 
     x = torch.zeros(2, dtype=D, requires_grad=True)
     r = minimize(_counting(walled, x)[0], [x], max_iter=20, gamma=10.0)
