@@ -79,7 +79,7 @@ def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: s
     disp = DenseTransform.from_result(result).save_displacement_field(work / f"{case}_{method}_displacement.nii.gz")
     iterations = len(result.history)
     return {"seconds": seconds, "iterations": iterations, "evaluations": result.evaluations,
-            "half_step_difference_map_voxels": result.half_step_difference, "timings": result.timings,
+            "step_difference_map_voxels": result.step_difference, "timings": result.timings,
             "seconds_per_iteration": result.timings.get("optimize", seconds) / max(iterations, 1),
             "displacement": str(disp), "threads": torch.get_num_threads()}
 

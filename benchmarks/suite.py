@@ -59,7 +59,7 @@ def summary(records: list[dict], meta: dict) -> str:
         before = next((r["dice_before"] for r in rows if "dice_before" in r), float("nan"))
         out += [f"## {case} (Dice before {before:.3f})", "",
                 "| method | s/pair | x ANTs SyN | iterations (evaluations) | s/iteration | peak RSS (MB) | Dice | "
-                "folding voxels | half-step check (map voxels) |",
+                "folding voxels | |phi_n - phi_2n| (map voxels) |",
                 "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
@@ -68,7 +68,7 @@ def summary(records: list[dict], meta: dict) -> str:
             ratio = f"{r['seconds'] / ants:.2f}" if ants else "-"
             spi = f"{r['seconds_per_iteration']:.2f}" if r.get("seconds_per_iteration") else "-"
             its = f"{r['iterations']} ({r.get('evaluations', '?')})" if r.get("iterations") else "-"
-            check = r.get("half_step_difference_map_voxels")
+            check = r.get("step_difference_map_voxels")
             out.append(f"| {r['method']} | {r['seconds']:.1f} | {ratio} | {its} | {spi} | "
                        f"{r['peak_rss_mb']:.0f} | {r['dice']:.3f} | {int(r['folds'].get('folding_voxels', 0))} | "
                        f"{'-' if check is None else f'{check:.3g}'} |")

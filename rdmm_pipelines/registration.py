@@ -219,5 +219,5 @@ def register(
                 "region_labels": _describe(region_labels) if region_labels is not None else None,
                 "affine": _describe(affine) if affine is not None else None},
         warnings=notes + list(out.warnings),
-        evaluations=out.evaluations, half_step_difference=out.half_step_difference,
+        evaluations=out.evaluations, step_difference=out.step_difference,
     )

@@ -68,7 +68,7 @@ class RegistrationResult:
         affine: the affine pre-registration (fixed world -> moving world), composed after phi:
             the full transform is x -> A(phi^-1(x)). None means the identity.
         history: energies per L-BFGS iteration. evaluations: objective + gradient evaluations.
-        half_step_difference: max |phi_n - phi_{n/2}| in map voxels (time-discretisation check).
+        step_difference: max |phi_n - phi_2n| in map voxels (the time-discretisation check).
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
 
@@ -88,7 +88,7 @@ class RegistrationResult:
     inputs: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     evaluations: int = 0
-    half_step_difference: float | None = None
+    step_difference: float | None = None
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
@@ -209,7 +209,7 @@ class RegistrationResult:
             "evaluations": self.evaluations,
             "time_discretisation": {
                 "method": self.config.integrator.method, "steps": self.config.integrator.steps,
-                "half_steps_max_difference_map_voxels": self.half_step_difference,
+                "doubled_steps_max_difference_map_voxels": self.step_difference,
             },
             "history": [dataclasses.asdict(r) for r in self.history],
             "warnings": self.warnings,
