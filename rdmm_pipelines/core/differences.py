@@ -8,10 +8,13 @@ Jacobian I on the whole grid. Spacings are the domain spacings ``h_k`` of the gr
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from .linear import apply_linear
 
 __all__ = [
     "partial",
@@ -38,7 +41,9 @@ def partial(f: Tensor, axis: int, h: float) -> Tensor:
     field) rather than autograd's chain of slice and concatenate backwards, which allocate and
     zero a full-size buffer per slice (about a fifth of a shooting objective's time).
     """
-    return _Partial.apply(f, axis + 2, float(h))
+    dim, h = axis + 2, float(h)
+    return apply_linear(f, functools.partial(_difference, dim=dim, h=h),
+                        functools.partial(_difference_transpose, dim=dim, h=h))
 
 
 def _difference(f: Tensor, dim: int, h: float) -> Tensor:
@@ -78,32 +83,6 @@ def _difference_transpose(g: Tensor, dim: int, h: float) -> Tensor:
     out.narrow(dim, n - 2, 1).sub_(g1)
     out.narrow(dim, n - 1, 1).add_(g1)
     return out
-
-
-class _Partial(torch.autograd.Function):
-    """f -> D f with backward D^T (itself differentiable: double backward works)."""
-
-    @staticmethod
-    def forward(ctx, f: Tensor, dim: int, h: float) -> Tensor:  # type: ignore[override]
-        ctx.dim, ctx.h = dim, h
-        return _difference(f, dim, h)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        return _PartialTranspose.apply(g, ctx.dim, ctx.h), None, None
-
-
-class _PartialTranspose(torch.autograd.Function):
-    """g -> D^T g with backward D."""
-
-    @staticmethod
-    def forward(ctx, g: Tensor, dim: int, h: float) -> Tensor:  # type: ignore[override]
-        ctx.dim, ctx.h = dim, h
-        return _difference_transpose(g, dim, h)
-
-    @staticmethod
-    def backward(ctx, gg: Tensor):  # type: ignore[override]
-        return _Partial.apply(gg, ctx.dim, ctx.h), None, None
 
 
 def gradient(f: Tensor, spacing: Sequence[float]) -> Tensor:

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .linear import apply_linear
+
 __all__ = [
     "gaussian_filter",
     "gaussian_filter_each",
@@ -138,24 +140,6 @@ def _convolve_separable(x: Tensor, transfers: Sequence[Tensor], size: Sequence[i
     return x
 
 
-class _SelfAdjoint(torch.autograd.Function):
-    """A linear operator A = A^T: the gradient of A x is A applied to the incoming gradient.
-
-    Zero-extended Gaussian convolutions are symmetric on the grid (K = P^T C P with C circular
-    and symmetric, P the zero padding), so their backward pass is the same fast convolution;
-    autograd then stores nothing for them and the double backward works as well.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, op) -> Tensor:  # type: ignore[override]
-        ctx.op = op
-        return op(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        return _SelfAdjoint.apply(g, ctx.op), None
-
-
 @functools.lru_cache(maxsize=128)
 def _axis_transfers(
     shape: tuple[int, ...],
@@ -234,7 +218,7 @@ def gaussian_mixture(
         raise ValueError(f"{len(weights)} weights for {len(sigmas)} Gaussians")
     d = len(spacing)
     T, size = _mixture_transfer(*_key(x, spacing, sigmas), tuple(map(float, weights)))
-    return _SelfAdjoint.apply(x, functools.partial(_convolve, T=T, size=size, d=d))
+    return apply_linear(x, functools.partial(_convolve, T=T, size=size, d=d))
 
 
 @functools.lru_cache(maxsize=128)
@@ -256,13 +240,13 @@ def gaussian_filter_each(x: Tensor, spacing: Sequence[float], sigmas: Sequence[f
     """
     if x.shape[1] != len(sigmas):
         raise ValueError(f"input has {x.shape[1]} slices for {len(sigmas)} Gaussians")
-    return _SelfAdjoint.apply(x, functools.partial(_filter_each, spacing=tuple(spacing), sigmas=tuple(sigmas)))
+    return apply_linear(x, functools.partial(_filter_each, spacing=tuple(spacing), sigmas=tuple(sigmas)))
 
 
 def _smooth(x: Tensor, spacing: Sequence[float], sigma: float) -> Tensor:
     """G_sigma * x for (B, C, *S), separable and self-adjoint under autograd."""
     op = functools.partial(_filter_each, spacing=tuple(spacing), sigmas=(float(sigma),))
-    return _SelfAdjoint.apply(x.unsqueeze(1), op).squeeze(1)
+    return apply_linear(x.unsqueeze(1), op).squeeze(1)
 
 
 @functools.lru_cache(maxsize=64)
