@@ -173,7 +173,12 @@ class RegionalConfig(_Config):
 
 @dataclass(frozen=True)
 class IntegratorConfig(_Config):
-    """How the shooting ODE is integrated from t = 0 to 1 (see ``integrators.SOLVERS``)."""
+    """How the shooting ODE is integrated from t = 0 to 1 (see ``integrators.SOLVERS``).
+
+    ``step_check`` (fixed-step methods): after the optimisation, shoot the result again with twice
+    the steps and record max |phi_n - phi_2n| in map voxels (warning above 0.1); it costs about one
+    objective evaluation at the finest scale (3-8 % of a quick registration).
+    """
 
     method: str = "rk4"
     steps: int = 10
@@ -181,11 +186,14 @@ class IntegratorConfig(_Config):
     atol: float = 1e-5
     adjoint: bool = False
     checkpointed: bool = False
+    step_check: bool = True
 
     def __post_init__(self) -> None:
         _choice("integrator.method", self.method, ("euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"))
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"integrator.steps must be a positive integer; got {self.steps!r}")
+        if not isinstance(self.step_check, bool):
+            raise ConfigError(f"integrator.step_check must be true or false; got {self.step_check!r}")
         if self.adjoint and self.method in ("euler", "midpoint", "rk4"):
             raise ConfigError("integrator.adjoint needs an adaptive method (dopri5, bosh3, adaptive_heun)")
 

@@ -261,3 +261,6 @@ def test_time_discretisation_check_is_recorded_and_warns_when_steps_are_too_few(
     r2 = register(img(pair.target, pair.spacing), img(pair.source, pair.spacing), config=coarse, device="cpu")
     assert r2.step_difference > 0.1
     assert any("time discretisation matters" in w for w in r2.warnings)
+    off = coarse.replace(integrator=coarse.integrator.replace(step_check=False))
+    r3 = register(img(pair.target, pair.spacing), img(pair.source, pair.spacing), config=off, device="cpu")
+    assert r3.step_difference is None and not any("time discretisation" in w for w in r3.warnings)

@@ -268,7 +268,8 @@ def optimize(
         state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
         ic = cfg.integrator
         state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol)
-        step_check = _doubled_step_difference(model, state0, state1.phi, ic.method, ic.steps, map_h)
+        step_check = (_doubled_step_difference(model, state0, state1.phi, ic.method, ic.steps, map_h)
+                      if ic.step_check else None)
     if step_check is not None and not step_check <= STEP_CHECK_WARNING:
         msg = (f"shooting with {2 * ic.steps} instead of {ic.steps} {ic.method} steps moves the map by up to "
                f"{step_check:.2g} map voxels: the time discretisation matters; raise integrator.steps")
