@@ -23,6 +23,9 @@ FORBIDDEN = {
     "evaluation": {"registration", "demo", "cli", "optim"},
     "learning": {"demo", "cli", "qc"},  # beside register(): it may build RegistrationResults
 }
+for _names in FORBIDDEN.values():  # the command line is split over cli.py and cli_train.py
+    if "cli" in _names:
+        _names.add("cli_train")
 EXTERNAL_FORBIDDEN = {"pydra", "nipype", "ants", "SimpleITK", "fileformats"}
 
 
