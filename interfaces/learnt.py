@@ -23,17 +23,10 @@ from .common import (
     check_retry,
     check_subject_id,
     check_threads,
-    guarded,
-    output_path,
     task_device,
     thread_limits,
 )
-from .register import (
-    REGISTRATION_FILES,
-    SIGMA_FILES,
-    RdmmRegistration,
-    save_registration,
-)
+from .register import RdmmRegistration, guarded_registration, save_registration
 
 __all__ = ["NETWORK_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair", "train_network"]
 
@@ -65,14 +58,10 @@ def network_register_pair(fixed, moving, weights, *, subject_id: str, method: st
 
 
 def _run_network_registration(fixed, moving, weights, subject_id, method, resample, device, threads, retry=0):
-    failed = {name: None for name in (*REGISTRATION_FILES, *SIGMA_FILES, "result_dir")}
-    outputs = guarded(
+    return guarded_registration(
         lambda: network_register_pair(fixed, moving, weights, subject_id=subject_id, method=method,
                                       resample=resample, device=device, threads=threads),
-        {**failed, "device_used": "", "seconds": math.nan},
-        what=f"{subject_id}: NetworkRegistration ({method})",
-        error_file=output_path(subject_id, method, "error", ".txt"))
-    return {**outputs, "subject_id": subject_id, "method": method}
+        subject_id, method, "NetworkRegistration")
 
 
 @define

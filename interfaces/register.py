@@ -129,16 +129,23 @@ def _run_registration(
     device, threads, retry=0
 ):
     """The body of :class:`RdmmRegistration` (module level: worker processes import it)."""
-    failed = {name: None for name in (*REGISTRATION_FILES, *SIGMA_FILES, "result_dir")}
-    outputs = guarded(
+    return guarded_registration(
         lambda: register_pair(
             fixed, moving, subject_id=subject_id, model=model, regularizer=regularizer,
             region_labels=region_labels, preset=preset, config_json=config_json, affine=affine,
             device=device, threads=threads),
-        {**failed, "device_used": "", "seconds": math.nan},
-        what=f"{subject_id}: RdmmRegistration ({model})",
-        error_file=output_path(subject_id, model, "error", ".txt"))
-    return {**outputs, "subject_id": subject_id, "method": model}
+        subject_id, model, "RdmmRegistration")
+
+
+def guarded_registration(run: ty.Callable[[], dict], subject_id: str, method: str, task: str) -> dict:
+    """Outputs of a registration task: ``run()``'s, or, if it fails, the failure record (files
+    None, the error in ``message`` and in ``<subject>_<method>_error.txt``); with the pair's id
+    and method."""
+    failed = {name: None for name in (*REGISTRATION_FILES, *SIGMA_FILES, "result_dir")}
+    outputs = guarded(run, {**failed, "device_used": "", "seconds": math.nan},
+                      what=f"{subject_id}: {task} ({method})",
+                      error_file=output_path(subject_id, method, "error", ".txt"))
+    return {**outputs, "subject_id": subject_id, "method": method}
 
 
 @define

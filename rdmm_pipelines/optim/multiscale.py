@@ -203,6 +203,16 @@ def optimize(
                 return None
             return preweights_from_logits(z) if optimise_h else h_fix
 
+        def schedule(T_now: int) -> tuple[float, float]:
+            """(lambda_Range, lambda_OMT) at iteration T_now."""
+            return penalty_weights(T_now, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt)
+
+        def penalties(h0: Tensor) -> tuple[Tensor, Tensor]:
+            """The unweighted OMT and Range penalties of the pre-weights h0."""
+            w0 = model.metric.weights(h0, map_h)
+            return (omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum(),
+                    range_penalty(w0, h_init, map_h).sum())
+
         def objective(T_now: int) -> dict[str, Tensor]:
             h0 = preweights()
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
@@ -214,10 +224,9 @@ def optimize(
             similarity = sim(warped, tgt).sum()
             omt = rng = torch.zeros((), dtype=target.dtype, device=target.device)
             if optimise_h:
-                lam_range, lam_omt = penalty_weights(T_now, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt)
-                w0 = model.metric.weights(h0, map_h)
-                omt = lam_omt * omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum()
-                rng = lam_range * range_penalty(w0, h_init, map_h).sum()
+                lam_range, lam_omt = schedule(T_now)
+                raw_omt, raw_range = penalties(h0)
+                omt, rng = lam_omt * raw_omt, lam_range * raw_range
             total = similarity + regularity + omt + rng
             return {"total": total, "similarity": similarity, "regularity": regularity, "omt": omt, "range": rng}
 
@@ -242,12 +251,9 @@ def optimize(
             t_new, t_old = tracker.first_T + max(k - 1, 0), tracker.first_T + max(k - 2, 0)
             if not optimise_h or t_new == t_old:
                 return 0.0
-            (r1, o1), (r0, o0) = (penalty_weights(t, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt)
-                                  for t in (t_new, t_old))
+            (r1, o1), (r0, o0) = schedule(t_new), schedule(t_old)
             with torch.no_grad():
-                w0 = model.metric.weights(preweights(), map_h)
-                omt = float(omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum())
-                rng = float(range_penalty(w0, h_init, map_h).sum())
+                omt, rng = (float(x) for x in penalties(preweights()))
             return (r1 - r0) * rng + (o1 - o0) * omt
 
         run = minimize(evaluate, params, max_iter=iters, history=cfg.optimizer.history,
