@@ -3,7 +3,8 @@ multi-scale optimisation.
 
 Convention: an affine result maps a FIXED world point (RAS mm) to the corresponding MOVING world
 point, ``p_moving = A @ [p_fixed, 1]`` (ITK's fixed -> moving direction). See
-:mod:`rdmm_pipelines.affine.transform` and :mod:`rdmm_pipelines.affine.optimize`.
+:mod:`rdmm_pipelines.affine.transform`, :mod:`rdmm_pipelines.affine.optimize` and its image pyramid,
+:mod:`rdmm_pipelines.affine.pyramid`.
 """
 
 from .optimize import (
