@@ -72,6 +72,7 @@ class PairScore:
     folds: float
     folding_voxels: int
     folding_voxels_diagonal: int
+    folded_cells: int
     seconds: float
     iterations: int
 
@@ -123,11 +124,12 @@ def score_pair(
                   title=f"{method}: {pair.name}")
     return PairScore(pair=pair.name, method=method, dice_before=before, dice_after=after, folds=folds["folds"],
                      folding_voxels=folds["folding_voxels"],
-                     folding_voxels_diagonal=diagonal["folding_voxels_diagonal"], seconds=seconds, iterations=len(result.history))
+                     folding_voxels_diagonal=diagonal["folding_voxels_diagonal"], folded_cells=folds["folded_cells"],
+                     seconds=seconds, iterations=len(result.history))
 
 
 def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
-    """Mean per method: Dice before/after, folds, folding voxels, seconds per pair."""
+    """Mean per method: Dice before/after, folds, folding voxels, folded cells, seconds per pair."""
     rows = []
     for method in dict.fromkeys(s.method for s in scores):
         ss = [s for s in scores if s.method == method]
@@ -142,6 +144,7 @@ def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
             "pairs_with_folds": sum(s.folding_voxels > 0 for s in ss),
             "folding_voxels": mean([s.folding_voxels for s in ss]),
             "folding_voxels_diagonal": mean([s.folding_voxels_diagonal for s in ss]),
+            "folded_cells": mean([s.folded_cells for s in ss]),
             "seconds_per_pair": mean([s.seconds for s in ss]),
         })
     return rows
@@ -164,12 +167,12 @@ def write_scores_csv(scores: Sequence[PairScore], path: Path) -> Path:
 def format_summary(rows: Sequence[dict]) -> str:
     """A plain-text table of :func:`summarize` rows."""
     head = (f"{'method':16s} {'pairs':>5s} {'Dice before':>11s} {'Dice after':>16s} {'folds':>8s} "
-            f"{'fold vox':>9s} {'diag-prod vox':>13s} {'pairs w/ folds':>14s} {'s/pair':>7s}")
+            f"{'fold vox':>9s} {'diag-prod vox':>13s} {'fold cells':>10s} {'pairs w/ folds':>14s} {'s/pair':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['method']:16s} {r['pairs']:5d} {r['dice_before']:11.3f} "
                      f"{r['dice_after']:9.3f} ± {r['dice_after_std']:.3f} {r['folds']:8.3f} "
-                     f"{r['folding_voxels']:9.1f} {r['folding_voxels_diagonal']:13.1f} "
+                     f"{r['folding_voxels']:9.1f} {r['folding_voxels_diagonal']:13.1f} {r['folded_cells']:10.1f} "
                      f"{r['pairs_with_folds']:14d} {r['seconds_per_pair']:7.1f}")
     return "\n".join(lines)
 

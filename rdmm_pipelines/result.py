@@ -15,7 +15,7 @@ from torch import Tensor
 from .affine import AffineTransform
 from .config import RegistrationConfig
 from .core.interpolation import resize_field, sample
-from .evaluation import fold_statistics, jacobian_determinant_physical
+from .evaluation import fold_statistics, folded_cells, jacobian_determinant_physical
 from .metric import sigma_map
 from .models.shooting import RDMM, ShootingModel
 from .optim.multiscale import IterationRecord
@@ -135,8 +135,11 @@ class RegistrationResult:
 
     def fold_statistics(self) -> dict[str, float]:
         """Folds as in the paper, |sum of det J where det J < 0|, with the count and percentage of such
-        voxels and the range of det J (:func:`rdmm_pipelines.evaluation.fold_statistics`)."""
-        return fold_statistics(self.jacobian_determinant().data)
+        voxels and the range of det J, and the count and percentage of folded grid cells (the exact
+        per-cell corner test, which central differences can miss)
+        (:func:`rdmm_pipelines.evaluation.fold_statistics`, :func:`~rdmm_pipelines.evaluation.folded_cells`)."""
+        cells = folded_cells(self.moving_voxels().double(), self.fixed.grid, self.moving.grid)
+        return fold_statistics(self.jacobian_determinant().data, cells=cells)
 
     def sigma_maps(self) -> tuple[Image, Image] | None:
         """RDMM's local scale sigma(x) = sqrt(sum_i w_i^2 sigma_i^2) in mm at t = 0 and t = 1.

@@ -1,5 +1,5 @@
-"""Evaluation of registrations: Dice per label, Jacobian determinant and folds, landmark TRE,
-label warping, and result tables (DESIGN.md section 1.6).
+"""Evaluation of registrations: Dice per label, Jacobian determinant and folds (per voxel and per
+grid cell), landmark TRE, label warping, and result tables (DESIGN.md section 1.6).
 
 Imports only :mod:`rdmm_pipelines.core` and :mod:`rdmm_pipelines.spatial` (plus torch and numpy).
 """
@@ -8,6 +8,7 @@ from .folds import (
     FOLD_KEYS,
     diagonal_product_folds,
     fold_statistics,
+    folded_cells,
     jacobian_determinant_physical,
 )
 from .labels import LABEL_WARP_METHODS, warp_labels
@@ -28,6 +29,7 @@ __all__ = [
     "check_label_sets",
     "label_values",
     "fold_statistics",
+    "folded_cells",
     "diagonal_product_folds",
     "jacobian_determinant_physical",
     "FOLD_KEYS",
