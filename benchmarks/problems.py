@@ -87,8 +87,7 @@ class Problem:
         state0 = model.initial_state(self.m0, h0) if isinstance(model, RDMM) else model.initial_state(self.m0)
         ic = self.cfg.integrator
         reg = self.cfg.regularity_weight * 0.5 * inner_product(self.m0, model.initial_velocity(state0), self.spacing).sum()
-        state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol,
-                           adjoint=ic.adjoint, checkpointed=ic.checkpointed)
+        state1 = integrate(model, state0, **ic.options())
         img_shape = tuple(self.target.shape[2:])
         phi = state1.phi if img_shape == tuple(self.m0.shape[2:]) else resize_field(state1.phi, img_shape)
         img_h = tuple(1.0 / (max(img_shape) - 1) for _ in img_shape)

@@ -105,14 +105,19 @@ class KernelConfig(_Config):
         weights: omega_i = w_i^2 >= 0 summing to 1: the constant weights of vSVF and LDDMM, and
             for RDMM the initial (optimised) pre-weights h0^2 and the Range penalty's target.
         units: "domain" (longest side of the target = 1) or "mm".
+        border: width in map voxels of the border taper (the metric is T K T with T = 0 on the
+            image border, rising to 1 over this many voxels): the boundary closure that keeps the
+            kinetic energy conserved with momentum on the border (docs/numerics.md); 0 disables it.
     """
 
     sigmas: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25)
     weights: tuple[float, ...] = (0.067, 0.133, 0.2, 0.267, 0.333)
     units: str = "domain"
+    border: float = 4.0
 
     def __post_init__(self) -> None:
         _choice("kernel.units", self.units, ("domain", "mm"))
+        _positive("kernel.border", self.border, allow_zero=True)
         if not self.sigmas or any(not isinstance(s, (int, float)) or s <= 0 for s in self.sigmas):
             raise ConfigError(f"kernel.sigmas must be positive numbers; got {self.sigmas!r}")
         if list(self.sigmas) != sorted(self.sigmas) or len(set(self.sigmas)) != len(self.sigmas):
@@ -146,6 +151,11 @@ class RegionalConfig(_Config):
         region_smoothing_sigma: for "predefined": the pre-weights read from the region map are
             smoothed by a Gaussian of this sigma (kernel units) and renormalised before use, so that
             grad h stays bounded at region borders (0 disables; the authors' code uses 0.02).
+        decay_floor: lambda_T never falls below this (the authors' code: 0.1).
+        logit_scale: "optimized": the optimiser's variable for the pre-weight logits z is z / s
+            with s = logit_scale, so L-BFGS (one step scale for all parameters) moves z s^2 times
+            further than unscaled; z's gradient is ~1/70 of m0's (measured), so without it the
+            pre-weights barely move (docs/numerics.md).
     """
 
     source: str = "optimized"
@@ -157,9 +167,13 @@ class RegionalConfig(_Config):
     omt_power: float = 1.0
     weight_gradient: str = "advected"
     region_smoothing_sigma: float = 0.02
+    decay_floor: float = 0.1
+    logit_scale: float = 10.0
 
     def __post_init__(self) -> None:
         _choice("regional.source", self.source, ("predefined", "optimized"))
+        _positive("regional.decay_floor", self.decay_floor, allow_zero=True)
+        _positive("regional.logit_scale", self.logit_scale)
         _choice("regional.weight_gradient", self.weight_gradient, ("advected", "initial"))
         _positive("regional.smoothing_sigma", self.smoothing_sigma)
         for name in ("c_range", "c_omt", "omt_power"):
@@ -175,6 +189,14 @@ class RegionalConfig(_Config):
 class IntegratorConfig(_Config):
     """How the shooting ODE is integrated from t = 0 to 1 (see ``integrators.SOLVERS``).
 
+    ``steps``: the minimum number of fixed steps; with ``max_cfl`` > 0 a step is shortened so that
+    dt max_x sum_k |v_k| / h_k (map voxels) stays at or below ``max_cfl`` (RK4 on central
+    differences is stable up to 2.83); ``max_cfl = 0`` means exactly ``steps`` steps. More than
+    ``max_steps`` steps, or a non-finite state, is an error. ``map_update``: "composition" (the map
+    composed with each step's departure points: stays diffeomorphic) or "advection" (central
+    differences; folds where the flow compresses; for comparison). Adaptive methods (dopri5, ...)
+    advect the map and ignore these four.
+
     ``step_check`` (fixed-step methods): after the optimisation, shoot the result again with twice
     the steps and record max |phi_n - phi_2n| in map voxels (warning above 0.1); it costs about one
     objective evaluation at the finest scale (3-8 % of a quick registration).
@@ -187,15 +209,29 @@ class IntegratorConfig(_Config):
     adjoint: bool = False
     checkpointed: bool = False
     step_check: bool = True
+    map_update: str = "composition"
+    max_cfl: float = 1.0
+    max_steps: int = 400
 
     def __post_init__(self) -> None:
         _choice("integrator.method", self.method, ("euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"))
+        _choice("integrator.map_update", self.map_update, ("composition", "advection"))
+        _positive("integrator.max_cfl", self.max_cfl, allow_zero=True)
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"integrator.steps must be a positive integer; got {self.steps!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps < self.steps:
+            raise ConfigError(f"integrator.max_steps must be an integer >= integrator.steps; got {self.max_steps!r}")
         if not isinstance(self.step_check, bool):
             raise ConfigError(f"integrator.step_check must be true or false; got {self.step_check!r}")
         if self.adjoint and self.method in ("euler", "midpoint", "rk4"):
             raise ConfigError("integrator.adjoint needs an adaptive method (dopri5, bosh3, adaptive_heun)")
+
+    def options(self, steps: int | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``integrators.integrate`` (``steps`` overrides the minimum)."""
+        return {"method": self.method, "steps": self.steps if steps is None else steps, "rtol": self.rtol,
+                "atol": self.atol, "adjoint": self.adjoint, "checkpointed": self.checkpointed,
+                "map_update": self.map_update, "max_cfl": self.max_cfl or None,
+                "max_steps": max(self.max_steps, 2 * (self.steps if steps is None else steps))}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@
   ``v = sum_i w_i * nu_i`` with ``nu_i = K_sigma_i * (w_i m)``.
 
 Both are symmetric positive semi-definite on the grid; energies are integrals in domain units
-(sums times the voxel volume prod_k h_k).
+(sums times the voxel volume prod_k h_k). With ``border > 0`` both are wrapped as ``T K T`` by the
+border taper T of :mod:`rdmm_pipelines.core.taper` (v = 0 on the image border; the discrete energy
+is then conserved with momentum on the border).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .core.gaussian import (
     smooth_preserving,
     smooth_preserving_adjoint,
 )
+from .core.taper import border_taper
 
 __all__ = ["MultiGaussianMetric", "RegionalMetric", "inner_product", "sigma_map"]
 
@@ -47,20 +50,23 @@ class MultiGaussianMetric:
     Attributes:
         sigmas: Gaussian standard deviations in domain units, increasing.
         weights: omega_i >= 0 summing to 1 (the squared weights w_i^2 of the paper).
+        border: width in voxels of the border taper T (0: none; K is then used as is).
     """
 
     sigmas: tuple[float, ...]
     weights: tuple[float, ...]
+    border: float = 0.0
 
     def __post_init__(self) -> None:
         _check_sigmas(self.sigmas)
+        _check_border(self.border)
         if len(self.weights) != len(self.sigmas):
             raise ValueError(f"{len(self.weights)} weights for {len(self.sigmas)} sigmas")
         if min(self.weights) < 0 or abs(sum(self.weights) - 1.0) > 1e-6:
             raise ValueError(f"metric weights must be >= 0 and sum to 1, got {self.weights}")
 
     def velocity(self, m: Tensor, spacing: Sequence[float]) -> Tensor:
-        """v = K m.
+        """v = T K T m (v = K m without a border taper).
 
         Args:
             m: (B, d, *S) momentum.
@@ -68,7 +74,10 @@ class MultiGaussianMetric:
         Returns:
             (B, d, *S) velocity.
         """
-        return gaussian_mixture(m, spacing, self.sigmas, self.weights)
+        if self.border <= 0:
+            return gaussian_mixture(m, spacing, self.sigmas, self.weights)
+        t = _taper_like(m, self.border)
+        return t * gaussian_mixture(t * m, spacing, self.sigmas, self.weights)
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,16 @@ class RegionalMetric:
     Attributes:
         sigmas: Gaussian standard deviations (domain units), increasing.
         smoothing_sigma: sigma of G, the pre-weight smoother (domain units).
+        border: width in voxels of the border taper T (0: none).
     """
 
     sigmas: tuple[float, ...]
     smoothing_sigma: float
+    border: float = 0.0
 
     def __post_init__(self) -> None:
         _check_sigmas(self.sigmas)
+        _check_border(self.border)
         if self.smoothing_sigma <= 0:
             raise ValueError(f"smoothing_sigma must be > 0, got {self.smoothing_sigma}")
 
@@ -104,20 +116,25 @@ class RegionalMetric:
         """G_sigma^T f, the adjoint of :meth:`weights`; (B, N, *S) -> (B, N, *S)."""
         return smooth_preserving_adjoint(f, spacing, self.smoothing_sigma)
 
+    def tapered(self, m: Tensor) -> Tensor:
+        """T m, (B, C, *S) (m itself without a border taper)."""
+        return m if self.border <= 0 else _taper_like(m, self.border) * m
+
     def velocity(self, m: Tensor, w: Tensor, spacing: Sequence[float]) -> tuple[Tensor, Tensor]:
-        """v = sum_i w_i nu_i with nu_i = K_sigma_i (w_i m).
+        """v = T sum_i w_i nu_i with nu_i = K_sigma_i (w_i T m).
 
         Args:
             m: (B, d, *S) momentum.
             w: (B, N, *S) weights.
 
         Returns:
-            v: (B, d, *S) and nu: (B, N, d, *S).
+            v: (B, d, *S) and nu: (B, N, d, *S). The weight force of RDMM is
+            ``G^T ((T m) . nu_i)`` (see :meth:`tapered`).
         """
         self._check_n(w)
-        wm = w.unsqueeze(2) * m.unsqueeze(1)
+        wm = w.unsqueeze(2) * self.tapered(m).unsqueeze(1)
         nu = gaussian_filter_each(wm, spacing, self.sigmas)
-        v = (w.unsqueeze(2) * nu).sum(1)
+        v = self.tapered((w.unsqueeze(2) * nu).sum(1))
         return v, nu
 
     def _check_n(self, h: Tensor) -> None:
@@ -136,6 +153,15 @@ def sigma_map(w: Tensor, sigmas: Sequence[float]) -> Tensor:
     """
     s2 = torch.tensor([s * s for s in sigmas], dtype=w.dtype, device=w.device)
     return (w.pow(2) * s2.view(1, -1, *([1] * (w.dim() - 2)))).sum(1, keepdim=True).sqrt()
+
+
+def _taper_like(f: Tensor, width: float) -> Tensor:
+    return border_taper(f.shape[2:], width, f.dtype, f.device)
+
+
+def _check_border(border: float) -> None:
+    if not border >= 0:
+        raise ValueError(f"border taper width must be >= 0 voxels, got {border}")
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> None:

@@ -154,8 +154,7 @@ class RegistrationNetwork(nn.Module):
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             v0 = model.initial_velocity(state0)
             ic = cfg.integrator
-            psi = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol,
-                            adjoint=ic.adjoint, checkpointed=ic.checkpointed).phi
+            psi = integrate(model, state0, **ic.options()).phi
             map_phi = psi if not steps else sample(map_phi, psi, mh, padding="border")
             steps.append(ShotStep(m0=m0, h0=h0, v0=v0, psi=psi))
             phi = resize_field(map_phi, shape)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..atomic import write_text_atomic
+from ..integrators import ShootingError
 from ..provenance import device_description, resolve_device, versions, write_json_atomic
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import NetworkConfig, TrainingConfig
@@ -206,8 +207,12 @@ def train(
         bar = _progress_bar(len(batches), f"epoch {epoch + 1}/{train_cfg.epochs}", progress)
         for batch in batches:
             source, target, spacing, bidirectional = _batch(net, batch, dev)
-            pred = net(source, target, spacing)
-            terms = loss_fn(net, pred, target, spacing, epoch, bidirectional)
+            try:
+                pred = net(source, target, spacing)
+                terms = loss_fn(net, pred, target, spacing, epoch, bidirectional)
+            except ShootingError as err:  # a momentum the time steps cannot follow: like a non-finite loss
+                log.debug("epoch %d: %s", epoch + 1, err)
+                terms = {"total": torch.tensor(math.nan)}
             if not torch.isfinite(terms["total"]):  # skip the batch; give up when it keeps happening
                 skipped.append(", ".join(p.name for p in batch))
                 log.warning("epoch %d: non-finite loss on %s; batch skipped", epoch + 1, skipped[-1])

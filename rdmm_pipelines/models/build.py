@@ -12,15 +12,15 @@ __all__ = ["build_model", "MODEL_BUILDERS"]
 
 
 def _vsvf(cfg: RegistrationConfig, spacing: Sequence[float], scale: float) -> ShootingModel:
-    return VSVF(MultiGaussianMetric(_sigmas(cfg, scale), cfg.kernel.normalized_weights), spacing)
+    return VSVF(MultiGaussianMetric(_sigmas(cfg, scale), cfg.kernel.normalized_weights, cfg.kernel.border), spacing)
 
 
 def _lddmm(cfg: RegistrationConfig, spacing: Sequence[float], scale: float) -> ShootingModel:
-    return LDDMM(MultiGaussianMetric(_sigmas(cfg, scale), cfg.kernel.normalized_weights), spacing)
+    return LDDMM(MultiGaussianMetric(_sigmas(cfg, scale), cfg.kernel.normalized_weights, cfg.kernel.border), spacing)
 
 
 def _rdmm(cfg: RegistrationConfig, spacing: Sequence[float], scale: float) -> ShootingModel:
-    metric = RegionalMetric(_sigmas(cfg, scale), cfg.regional.smoothing_sigma * scale)
+    metric = RegionalMetric(_sigmas(cfg, scale), cfg.regional.smoothing_sigma * scale, cfg.kernel.border)
     return RDMM(metric, spacing, weight_gradient=cfg.regional.weight_gradient)
 
 

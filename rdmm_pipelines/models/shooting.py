@@ -9,6 +9,11 @@ adjoint method sees it. All quantities are in domain coordinates with domain spa
 * :class:`RDMM`: h(t) = h0 o phi^-1(t), w = G_sigma h(t), nu_i = K_i (w_i m), v = sum_i w_i nu_i,
   dm/dt = -(div(m (x) v) + (Dv)^T m) + sum_i G_sigma^T (m . nu_i) grad h_i(t),
   d/dt phi^-1 = -(D phi^-1) v.
+
+Two views of the same right-hand side: ``forward(t, state)`` is the whole ODE, the map advected
+by central differences (for torchdiffeq's adaptive solvers and for comparison), and
+``velocity_and_rates(t, state)`` returns v and the rates of everything but the map, which the
+fixed-step integrator advances by composition (``integrators.integrate``, DESIGN.md 2).
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ WEIGHT_GRADIENTS = ("advected", "initial")
 
 
 class ShootingModel(nn.Module):
-    """Common parts: the grid spacing, the identity map and the kinetic energy."""
+    """Common parts: the grid spacing, the identity map and the kinetic energy.
+
+    Subclasses define ``velocity_and_rates(t, state) -> (v, rates)`` with ``rates`` the state's
+    derivative except for the map (``rates.phi`` is None; a None field is constant), and set
+    ``map_in_rates`` when the rates read ``state.phi`` (RDMM's advected pre-weights).
+    """
+
+    map_in_rates = False
 
     def __init__(self, spacing: Sequence[float]) -> None:
         super().__init__()
@@ -46,6 +58,17 @@ class ShootingModel(nn.Module):
         self._check_momentum(m0)
         idm = identity_map(m0.shape[2:], self.spacing, dtype=m0.dtype, device=m0.device)
         return idm.expand(m0.shape[0], *idm.shape[1:]).clone()
+
+    def forward(self, t: Tensor, state):
+        """The whole ODE right-hand side: the rates, and d/dt phi^-1 = -(D phi^-1) v."""
+        v, rates = self.velocity_and_rates(t, state)
+        full = {k: (torch.zeros_like(x) if r is None else r)
+                for k, x, r in zip(state._fields, state, rates)}
+        full["phi"] = -advect(state.phi, v, self.spacing)
+        return type(state)(**full)
+
+    def velocity_and_rates(self, t: Tensor, state):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def energy(self, state) -> Tensor:
         """Kinetic energy 1/2 <m, K m> of the state, (B,)."""
@@ -72,9 +95,9 @@ class VSVF(ShootingModel):
         phi = self.identity(m0) if phi0 is None else phi0
         return FlowState(phi=phi, v=self.metric.velocity(m0, self.spacing))
 
-    def forward(self, t: Tensor, state: FlowState) -> FlowState:
-        phi, v = state
-        return FlowState(phi=-advect(phi, v, self.spacing), v=torch.zeros_like(v))
+    def velocity_and_rates(self, t: Tensor, state: FlowState) -> tuple[Tensor, FlowState]:
+        """v (stationary) and no rates: the velocity does not change."""
+        return state.v, FlowState(phi=None, v=None)
 
     def momentum_and_velocity(self, state: FlowState) -> tuple[Tensor, Tensor]:
         raise TypeError("vSVF keeps no momentum in its state; use the optimiser's m0")
@@ -95,10 +118,10 @@ class LDDMM(ShootingModel):
         phi = self.identity(m0) if phi0 is None else phi0
         return GeodesicState(m=m0, phi=phi)
 
-    def forward(self, t: Tensor, state: GeodesicState) -> GeodesicState:
-        m, phi = state
-        v = self.metric.velocity(m, self.spacing)
-        return GeodesicState(m=-epdiff(m, v, self.spacing), phi=-advect(phi, v, self.spacing))
+    def velocity_and_rates(self, t: Tensor, state: GeodesicState) -> tuple[Tensor, GeodesicState]:
+        """v = K m and dm/dt = -ad*_v m."""
+        v = self.metric.velocity(state.m, self.spacing)
+        return v, GeodesicState(m=-epdiff(state.m, v, self.spacing), phi=None)
 
     def momentum_and_velocity(self, state: GeodesicState) -> tuple[Tensor, Tensor]:
         return state.m, self.metric.velocity(state.m, self.spacing)
@@ -140,15 +163,19 @@ class RDMM(ShootingModel):
         """h(t) = h0 o phi^-1(t), (B, N, *S) (bilinear, border)."""
         return sample(state.h0, state.phi, self.spacing, mode="linear", padding="border")
 
-    def forward(self, t: Tensor, state: RegionalState) -> RegionalState:
-        m, phi, h0 = state
+    map_in_rates = True
+
+    def velocity_and_rates(self, t: Tensor, state: RegionalState) -> tuple[Tensor, RegionalState]:
+        """v = K(w(t)) m and dm/dt = -ad*_v m + sum_i G^T((T m) . nu_i) grad h_i."""
+        m, h0 = state.m, state.h0
         h = self.pre_weights(state)
         w = self.metric.weights(h, self.spacing)
         v, nu = self.metric.velocity(m, w, self.spacing)
-        force = self.metric.weights_adjoint((m.unsqueeze(1) * nu).sum(2), self.spacing)  # (B, N, *S)
+        mt = self.metric.tapered(m)
+        force = self.metric.weights_adjoint((mt.unsqueeze(1) * nu).sum(2), self.spacing)  # (B, N, *S)
         h_grad = h if self.weight_gradient == "advected" else h0
         dm = -epdiff(m, v, self.spacing) + contracted_gradient(h_grad, force, self.spacing)
-        return RegionalState(m=dm, phi=-advect(phi, v, self.spacing), h0=torch.zeros_like(h0))
+        return v, RegionalState(m=dm, phi=None, h0=None)
 
     def momentum_and_velocity(self, state: RegionalState) -> tuple[Tensor, Tensor]:
         w = self.metric.weights(self.pre_weights(state), self.spacing)

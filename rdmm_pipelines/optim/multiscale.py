@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..config import RegistrationConfig
 from ..core.interpolation import resize_field, sample
-from ..integrators import integrate
+from ..integrators import ShootingError, ShotInfo, integrate
 from ..metric import inner_product
 from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
@@ -60,7 +60,8 @@ class OptimizationResult:
     m0: (1, d, *S_map); h0: (1, N, *S_map) or None (vSVF/LDDMM); phi: (1, d, *S_map) map at t = 1;
     spacing: domain spacing of the map grid; history: one record per iteration;
     evaluations: objective + gradient evaluations over all scales; step_difference: max
-    |phi_n - phi_2n| in map voxels (the time-discretisation check), None if not applicable.
+    |phi_n - phi_2n| in map voxels (the time-discretisation check), None if not applicable;
+    shot_steps, shot_cfl: time steps of the final shot and its largest Courant number.
     """
 
     m0: Tensor
@@ -72,6 +73,8 @@ class OptimizationResult:
     warnings: list[str] = field(default_factory=list)
     evaluations: int = 0
     step_difference: float | None = None
+    shot_steps: int | None = None
+    shot_cfl: float | None = None
 
 
 class _IterationTracker:
@@ -194,18 +197,20 @@ def optimize(
         params = [m0]
         h_init = constant_preweights(cfg.kernel.normalized_weights, map_shape, target.dtype, target.device)
         if optimise_h:
-            z = (logits_from_preweights(h_init) if z is None else resize_field(z.detach(), map_shape)).requires_grad_()
+            z = (logits_from_preweights(h_init) / cfg.regional.logit_scale if z is None
+                 else resize_field(z.detach(), map_shape)).requires_grad_()
             params.append(z)
         h_fix = resize_preweights(h0_fixed, map_shape) if h0_fixed is not None else None
 
         def preweights() -> Tensor | None:
             if cfg.model != "rdmm":
                 return None
-            return preweights_from_logits(z) if optimise_h else h_fix
+            return preweights_from_logits(z * cfg.regional.logit_scale) if optimise_h else h_fix
 
         def schedule(T_now: int) -> tuple[float, float]:
             """(lambda_Range, lambda_OMT) at iteration T_now."""
-            return penalty_weights(T_now, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt)
+            return penalty_weights(T_now, cfg.regional.decay_k, cfg.regional.c_range, cfg.regional.c_omt,
+                                   cfg.regional.decay_floor)
 
         def penalties(h0: Tensor) -> tuple[Tensor, Tensor]:
             """The unweighted OMT and Range penalties of the pre-weights h0."""
@@ -217,9 +222,7 @@ def optimize(
             h0 = preweights()
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
-            ic = cfg.integrator
-            state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol,
-                               adjoint=ic.adjoint, checkpointed=ic.checkpointed)
+            state1 = integrate(model, state0, **cfg.integrator.options())
             warped = sample(src, resize_field(state1.phi, img_shape), img_h)
             similarity = sim(warped, tgt).sum()
             omt = rng = torch.zeros((), dtype=target.dtype, device=target.device)
@@ -237,11 +240,23 @@ def optimize(
         if gamma is not None:  # the Hessian of a grid integral scales with the cell volume
             gamma *= n_params / gamma_params
 
-        def evaluate(k: int) -> Tensor:
+        def evaluate(k: int, _s=s, _iters=iters) -> Tensor:
             # k = 0 for the first evaluation, j during iteration j's line search; the
             # schedule's T follows the iteration.
-            e = objective(tracker.first_T + max(k - 1, 0))
-            e["total"].backward()
+            where = f"scale {_s} ({map_shape} map), iteration {k} of {_iters}"
+            try:
+                e = objective(tracker.first_T + max(k - 1, 0))
+                e["total"].backward()
+                finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+                if not finite:
+                    raise ShootingError("the gradient is not finite")
+            except ShootingError as err:
+                if k == 0:  # the starting point of a scale: nothing to fall back on
+                    raise ShootingError(f"{where}: {err}") from None
+                log.debug("%s: trial point rejected (%s)", where, err)
+                for p in params:
+                    p.grad = None
+                return torch.tensor(math.inf, dtype=target.dtype)  # the line search steps back
             tracker.observe(k, e)
             return e["total"]
 
@@ -273,31 +288,41 @@ def optimize(
         h0 = preweights()
         state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
         ic = cfg.integrator
-        state1 = integrate(model, state0, method=ic.method, steps=ic.steps, rtol=ic.rtol, atol=ic.atol)
-        step_check = (_doubled_step_difference(model, state0, state1.phi, ic.method, ic.steps, map_h)
+        shot = ShotInfo()
+        try:
+            state1 = integrate(model, state0, **ic.options(), info=shot)
+        except ShootingError as err:
+            raise ShootingError(f"final shot at the finest scale ({map_shape} map): {err}") from None
+        step_check = (_doubled_step_difference(model, state0, state1.phi, cfg, map_h)
                       if ic.step_check else None)
     if step_check is not None and not step_check <= STEP_CHECK_WARNING:
-        msg = (f"shooting with {2 * ic.steps} instead of {ic.steps} {ic.method} steps moves the map by up to "
-               f"{step_check:.2g} map voxels: the time discretisation matters; raise integrator.steps")
+        msg = (f"shooting with twice the {ic.method} steps moves the map by up to {step_check:.2g} map voxels: "
+               "the time discretisation matters; raise integrator.steps or lower integrator.max_cfl")
         log.warning(msg)
         notes.append(msg)
     return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
                               spacing=map_h, model=model, history=history, warnings=notes,
-                              evaluations=evaluations, step_difference=step_check)
+                              evaluations=evaluations, step_difference=step_check,
+                              shot_steps=shot.steps or None, shot_cfl=shot.max_cfl or None)
 
 
 #: map voxels; above this the time-step check warns
 STEP_CHECK_WARNING = 0.1
 
 
-def _doubled_step_difference(model: ShootingModel, state0, phi: Tensor, method: str, steps: int,
+def _doubled_step_difference(model: ShootingModel, state0, phi: Tensor, cfg: RegistrationConfig,
                              spacing: Sequence[float]) -> float | None:
     """A posteriori check of the time discretisation: max over the map grid of |phi_n - phi_2n|
     in map voxels (Euclidean), shooting the final initial conditions again with twice the fixed
-    steps (two forward passes, about one objective evaluation). For a scheme of order p this is
-    (1 - 2^-p) times the error of the n-step map (15/16 for RK4). None for adaptive solvers."""
-    if method not in ("euler", "midpoint", "rk4"):
+    steps and half the Courant limit (two forward passes, about one objective evaluation). For a
+    scheme of order p this is (1 - 2^-p) times the error of the n-step map. None for adaptive
+    solvers."""
+    ic = cfg.integrator
+    if ic.method not in ("euler", "midpoint", "rk4"):
         return None
-    fine = integrate(model, state0, method=method, steps=2 * steps).phi
+    opts = ic.options(steps=2 * ic.steps)
+    if opts["max_cfl"] is not None:
+        opts["max_cfl"] /= 2
+    fine = integrate(model, state0, **opts).phi
     h = torch.tensor(spacing, dtype=phi.dtype, device=phi.device).view(1, -1, *([1] * len(spacing)))
     return float(((phi - fine) / h).norm(dim=1).max())
