@@ -62,7 +62,7 @@ class RegistrationLoss(nn.Module):
             terms["regularity"] = terms["regularity"] + cfg.regularity_weight * 0.5 * inner_product(step.m0, step.v0, mh).mean()
             if step.h0 is not None:
                 r = cfg.regional
-                lam_range, lam_omt = penalty_weights(epoch, r.decay_k, r.c_range, r.c_omt)
+                lam_range, lam_omt = penalty_weights(epoch, r.decay_k, r.c_range, r.c_omt, r.decay_floor)
                 w0 = model.metric.weights(step.h0, mh)
                 w_init = constant_preweights(cfg.kernel.normalized_weights, cfg.map_shape, w0.dtype, w0.device)
                 terms["omt"] = terms["omt"] + lam_omt * omt_penalty(w0, model.metric.sigmas, r.omt_power, mh).mean()

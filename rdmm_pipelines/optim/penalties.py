@@ -2,7 +2,11 @@
 
     OMT   = |log(sigma_{N-1}/sigma_0)|^-s  sum_i  int w_i^2 |log(sigma_{N-1}/sigma_i)|^s dx
     Range = int sum_i (w_i - w_init_i)^2 dx,            w = G_sigma h0
-    lambda_T = K / (K + exp(T / K)),  lambda_Range = C_Range lambda_T,  lambda_OMT = C_OMT (1 - lambda_T)
+    lambda_T = max(K / (K + exp(T / K)), floor),
+    lambda_Range = C_Range lambda_T,  lambda_OMT = C_OMT (1 - lambda_T)
+
+The floor (0.1 by default, as in the authors' code) keeps the Range penalty from vanishing: without
+it lambda_Range falls to 1.5e-6 by iteration 180 and the pre-weights are held by OMT alone.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def decay(T: float, K: float) -> float:
     return K / (K + math.exp(min(T / K, 700.0)))
 
 
-def penalty_weights(T: float, K: float, c_range: float, c_omt: float) -> tuple[float, float]:
-    """(lambda_Range, lambda_OMT) at iteration (or epoch) T."""
-    lam = decay(T, K)
+def penalty_weights(T: float, K: float, c_range: float, c_omt: float, floor: float = 0.0) -> tuple[float, float]:
+    """(lambda_Range, lambda_OMT) at iteration (or epoch) T; lambda_T never below ``floor``."""
+    lam = max(decay(T, K), floor)
     return c_range * lam, c_omt * (1.0 - lam)
