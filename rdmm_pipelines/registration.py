@@ -220,4 +220,5 @@ def register(
                 "affine": _describe(affine) if affine is not None else None},
         warnings=notes + list(out.warnings),
         evaluations=out.evaluations, step_difference=out.step_difference,
+        shot_steps=out.shot_steps, shot_cfl=out.shot_cfl,
     )

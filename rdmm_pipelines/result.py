@@ -69,6 +69,8 @@ class RegistrationResult:
             the full transform is x -> A(phi^-1(x)). None means the identity.
         history: energies per L-BFGS iteration. evaluations: objective + gradient evaluations.
         step_difference: max |phi_n - phi_2n| in map voxels (the time-discretisation check).
+        shot_steps, shot_cfl: time steps of the final shot (they follow the flow) and its largest
+            Courant number dt max sum_k |v_k| / h_k.
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
 
@@ -89,6 +91,8 @@ class RegistrationResult:
     warnings: list[str] = field(default_factory=list)
     evaluations: int = 0
     step_difference: float | None = None
+    shot_steps: int | None = None
+    shot_cfl: float | None = None
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
@@ -212,6 +216,8 @@ class RegistrationResult:
             "evaluations": self.evaluations,
             "time_discretisation": {
                 "method": self.config.integrator.method, "steps": self.config.integrator.steps,
+                "map_update": self.config.integrator.map_update, "max_cfl": self.config.integrator.max_cfl,
+                "steps_taken": self.shot_steps, "largest_courant_number": self.shot_cfl,
                 "doubled_steps_max_difference_map_voxels": self.step_difference,
             },
             "history": [dataclasses.asdict(r) for r in self.history],
