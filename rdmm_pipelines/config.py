@@ -193,7 +193,9 @@ class IntegratorConfig(_Config):
     dt max_x sum_k |v_k| / h_k (map voxels) stays at or below ``max_cfl`` (RK4 on central
     differences is stable up to 2.83); ``max_cfl = 0`` means exactly ``steps`` steps. More than
     ``max_steps`` steps, or a non-finite state, is an error. ``map_update``: "composition" (the map
-    composed with each step's departure points: stays diffeomorphic) or "advection" (central
+    composed with each step's departure points: stays diffeomorphic step by step), "characteristics"
+    (the final map traced back through the steps' velocities: more accurate, no interpolation of the
+    map, but a compression finer than the grid shows as folded cells) or "advection" (central
     differences; folds where the flow compresses; for comparison). Adaptive methods (dopri5, ...)
     advect the map and ignore these four.
 
@@ -215,7 +217,7 @@ class IntegratorConfig(_Config):
 
     def __post_init__(self) -> None:
         _choice("integrator.method", self.method, ("euler", "midpoint", "rk4", "dopri5", "bosh3", "adaptive_heun"))
-        _choice("integrator.map_update", self.map_update, ("composition", "advection"))
+        _choice("integrator.map_update", self.map_update, ("composition", "characteristics", "advection"))
         _positive("integrator.max_cfl", self.max_cfl, allow_zero=True)
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ConfigError(f"integrator.steps must be a positive integer; got {self.steps!r}")

@@ -9,14 +9,18 @@ Shooting models (those with ``velocity_and_rates``) get two more things from the
 schemes (DESIGN.md 2, docs/numerics.md):
 
 * **The map by composition** (``map_update="composition"``, the default): the momentum (and every
-  other field) takes the Runge-Kutta step; the pull-back map at t = 1 is the composition of the
-  steps' departure maps, evaluated by tracing the characteristics back through the mid-step
-  velocities v_mid = sum_j b_j v_j (``y_n = y_{n+1} - dt v_mid(y_{n+1} - dt/2 v_mid(y_{n+1}))``,
-  only smooth velocities interpolated). Where the rates need the map along the way (RDMM reads
-  h0 o phi at every stage) it is also composed step by step,
-  ``phi_{n+1} = phi_n o (id - dt v_mid(id - dt/2 v_mid))``, stage maps
-  ``phi_n o (id - dt sum_j a_ij v_j)``. Central-difference advection of the map
-  (``map_update="advection"``) is not monotone and folds where the flow compresses.
+  other field) takes the Runge-Kutta step; the pull-back map is composed with the step's departure
+  points, ``phi_{n+1} = phi_n o (id - dt v_mid(id - dt/2 v_mid))``, v_mid = sum_j b_j v_j the
+  Runge-Kutta average of the stage velocities; stage maps (RDMM reads h0 o phi at every stage) are
+  ``phi_n o (id - dt sum_j a_ij v_j)``. Each step composes two orientation-preserving maps, so the
+  map stays a diffeomorphism step by step; the price is the interpolation of the map at every step
+  (a small diffusion that grows with the step count).
+* **The map along the characteristics** (``map_update="characteristics"``): the map at t = 1 is
+  traced back from each grid point through the steps' mid-step velocities (second order, only the
+  smooth velocities interpolated, no diffusion); more accurate, but a compression finer than the
+  grid then shows as folded cells.
+* **Advection** (``map_update="advection"``): central differences of the map, not monotone; folds
+  where the flow compresses. Kept for comparison and for the adaptive solvers.
 * **Steps from the flow** (``max_cfl``): each step's length keeps ``dt max_x sum_k |v_k| / h_k``
   (the Courant number of the central-difference transport of m) at or below ``max_cfl``, with
   ``steps`` as the minimum; the speed is re-measured on every step's stages. ``max_steps`` bounds
@@ -41,7 +45,7 @@ from .models.transport import advect, compose_displaced, departure_displacement,
 __all__ = ["integrate", "SOLVERS", "ButcherTableau", "ShootingError", "MAP_UPDATES", "ShotInfo"]
 
 #: how a shooting model's map is advanced by the fixed-step schemes
-MAP_UPDATES = ("composition", "advection")
+MAP_UPDATES = ("composition", "characteristics", "advection")
 
 
 class ShootingError(FloatingPointError):
@@ -130,7 +134,7 @@ def _shooting_step(model: nn.Module, tableau: ButcherTableau, cls: type, t: floa
     vs: list[Tensor] = []
     for ci, ai in zip(tableau.c, tableau.a):
         yi = list(_combine(y, ks, ai, dt)) if ks else list(y)
-        if ks and update == "composition":
+        if ks and update != "advection":
             u = _weighted(vs, ai) if model.map_in_rates else None
             yi[p] = phi if u is None else compose_displaced(phi, identity, u * (-dt), spacing)
         v, k = model.velocity_and_rates(torch.tensor(t + ci * dt), cls(*yi))
@@ -141,9 +145,8 @@ def _shooting_step(model: nn.Module, tableau: ButcherTableau, cls: type, t: floa
         vs.append(v)
     out = list(_combine(y, ks, tableau.b, dt))
     v_mid = _weighted(vs, tableau.b)
-    if update == "composition":
-        out[p] = (compose_displaced(phi, identity, departure_displacement(v_mid, dt, identity, spacing), spacing)
-                  if model.map_in_rates else phi)
+    if update == "composition" or (update == "characteristics" and model.map_in_rates):
+        out[p] = compose_displaced(phi, identity, departure_displacement(v_mid, dt, identity, spacing), spacing)
     speed = torch.stack([_speed(v, spacing) for v in vs]).amax()
     return (*out, v_mid, speed)
 
@@ -257,7 +260,7 @@ def _shoot_fixed(model: nn.Module, tableau: ButcherTableau, state: S, steps: int
     if bad or not math.isfinite(speed):
         raise ShootingError(f"non-finite {', '.join(bad) or 'velocity'} after shooting ({n} steps): "
                             "the time step is too long for this velocity (lower integrator.max_cfl)")
-    if update == "composition":  # phi0 o (the departure points of the whole flow)
+    if update == "characteristics":  # phi0 o (the departure points of the whole flow)
         y = list(y)
         y[p] = compose_displaced(phi0, identity, trace_back(v_mids, dts, identity, model.spacing) - identity,
                                  model.spacing)

@@ -297,7 +297,9 @@ def optimize(
                       if ic.step_check else None)
     if step_check is not None and not step_check <= STEP_CHECK_WARNING:
         msg = (f"shooting with twice the {ic.method} steps moves the map by up to {step_check:.2g} map voxels: "
-               "the time discretisation matters; raise integrator.steps or lower integrator.max_cfl")
+               "the time discretisation matters (the steps, and with map_update 'composition' the interpolation "
+               "of the map at every step); compare integrator.map_update 'characteristics', a lower "
+               "integrator.max_cfl, or a finer map (optimizer.map_low_res_factor)")
         log.warning(msg)
         notes.append(msg)
     return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
