@@ -59,7 +59,7 @@ def main() -> None:
             s = score_pair(pair, method, args.iterations, str(dev))
             scores.append(s)
             print(f"{pair.name} {method:16s} Dice {s.dice_before:.3f} -> {s.dice_after:.3f}  folds {s.folds:.4f} "
-                  f"({s.folding_voxels} voxels)  {s.seconds:.1f} s", flush=True)
+                  f"({s.folding_voxels} voxels, {s.folded_cells} folded cells)  {s.seconds:.1f} s", flush=True)
     rows = summarize(scores)
     table = format_summary(rows)
     print("\n" + table)

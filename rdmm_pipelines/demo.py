@@ -75,6 +75,18 @@ class PairScore:
     folded_cells: int
     seconds: float
     iterations: int
+    sigma_p5: float = math.nan
+    sigma_p95: float = math.nan
+
+
+def _sigma_percentiles(result) -> tuple[float, float]:
+    """5th and 95th percentile of RDMM's sigma(x) at t = 0 in domain units (NaN for vSVF/LDDMM)."""
+    maps = result.sigma_maps()
+    if maps is None:
+        return math.nan, math.nan
+    s0 = maps[0].data.flatten().double() / result.fixed.grid.domain_scale
+    q = torch.quantile(s0, torch.tensor([0.05, 0.95], dtype=torch.float64))
+    return float(q[0]), float(q[1])
 
 
 def _image(t: torch.Tensor, spacing: Sequence[float]) -> Image:
@@ -125,7 +137,8 @@ def score_pair(
     return PairScore(pair=pair.name, method=method, dice_before=before, dice_after=after, folds=folds["folds"],
                      folding_voxels=folds["folding_voxels"],
                      folding_voxels_diagonal=diagonal["folding_voxels_diagonal"], folded_cells=folds["folded_cells"],
-                     seconds=seconds, iterations=len(result.history))
+                     seconds=seconds, iterations=len(result.history),
+                     **dict(zip(("sigma_p5", "sigma_p95"), _sigma_percentiles(result))))
 
 
 def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
@@ -141,11 +154,13 @@ def summarize(scores: Sequence[PairScore]) -> list[dict[str, float | str]]:
             "dice_after": mean([s.dice_after for s in ss]),
             "dice_after_std": (mean([(s.dice_after - mean([t.dice_after for t in ss])) ** 2 for s in ss])) ** 0.5,
             "folds": mean([s.folds for s in ss]),
-            "pairs_with_folds": sum(s.folding_voxels > 0 for s in ss),
+            "pairs_with_folds": sum(s.folding_voxels > 0 or s.folded_cells > 0 for s in ss),
             "folding_voxels": mean([s.folding_voxels for s in ss]),
             "folding_voxels_diagonal": mean([s.folding_voxels_diagonal for s in ss]),
             "folded_cells": mean([s.folded_cells for s in ss]),
             "seconds_per_pair": mean([s.seconds for s in ss]),
+            "sigma_p5": mean([s.sigma_p5 for s in ss]),
+            "sigma_p95": mean([s.sigma_p95 for s in ss]),
         })
     return rows
 
@@ -167,13 +182,15 @@ def write_scores_csv(scores: Sequence[PairScore], path: Path) -> Path:
 def format_summary(rows: Sequence[dict]) -> str:
     """A plain-text table of :func:`summarize` rows."""
     head = (f"{'method':16s} {'pairs':>5s} {'Dice before':>11s} {'Dice after':>16s} {'folds':>8s} "
-            f"{'fold vox':>9s} {'diag-prod vox':>13s} {'fold cells':>10s} {'pairs w/ folds':>14s} {'s/pair':>7s}")
+            f"{'fold vox':>9s} {'diag-prod vox':>13s} {'fold cells':>10s} {'pairs w/ folds':>14s} {'s/pair':>7s} "
+            f"{'sigma(x) p5-p95':>15s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['method']:16s} {r['pairs']:5d} {r['dice_before']:11.3f} "
                      f"{r['dice_after']:9.3f} ± {r['dice_after_std']:.3f} {r['folds']:8.3f} "
                      f"{r['folding_voxels']:9.1f} {r['folding_voxels_diagonal']:13.1f} {r['folded_cells']:10.1f} "
-                     f"{r['pairs_with_folds']:14d} {r['seconds_per_pair']:7.1f}")
+                     f"{r['pairs_with_folds']:14d} {r['seconds_per_pair']:7.1f} "
+                     + (f"{r['sigma_p5']:7.4f}-{r['sigma_p95']:.4f}" if r["sigma_p5"] == r["sigma_p5"] else f"{'-':>15s}"))
     return "\n".join(lines)
 
 

@@ -142,7 +142,8 @@ def test_mk_lncc_for_shape_windows():
     assert MultiKernelLNCC.for_shape((128, 128)).windows == (9, 17, 33)
     assert MultiKernelLNCC.for_shape((160, 192, 128)).windows == (9, 17, 33)  # m = min(shape)
     assert MultiKernelLNCC.for_shape((80, 96, 112)).windows == (5, 11, 21)
-    assert MultiKernelLNCC.for_shape((4, 4)).windows == (3, 3, 3)  # at least 3
+    assert MultiKernelLNCC.for_shape((4, 4)).windows == (5, 9, 13)  # at least (5, 9, 13)
+    assert MultiKernelLNCC.for_shape((50, 50)).windows == (5, 9, 13)
     assert MultiKernelLNCC.for_shape((50, 50), sigma=0.5).sigma == 0.5
 
 
@@ -154,7 +155,7 @@ def test_mk_lncc_for_shape_continuous_in_size():
         assert mk.weights == (0.1, 0.3, 0.6)
         assert len(mk.windows) == 3
         assert all(w % 2 == 1 and w >= 3 for w in mk.windows)
-        assert all(abs(w - n * f) <= 1 or w == 3 for w, f in zip(mk.windows, (1 / 16, 1 / 8, 1 / 4)))
+        assert all(abs(w - n * f) <= 1 or w == lo for w, f, lo in zip(mk.windows, (1 / 16, 1 / 8, 1 / 4), (5, 9, 13)))
         if prev is not None:
             assert all(0 <= w - p <= 2 for w, p in zip(mk.windows, prev)), (n, prev, mk.windows)
         prev = mk.windows

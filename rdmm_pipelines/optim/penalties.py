@@ -5,8 +5,9 @@
     lambda_T = max(K / (K + exp(T / K)), floor),
     lambda_Range = C_Range lambda_T,  lambda_OMT = C_OMT (1 - lambda_T)
 
-The floor (0.1 by default, as in the authors' code) keeps the Range penalty from vanishing: without
-it lambda_Range falls to 1.5e-6 by iteration 180 and the pre-weights are held by OMT alone.
+The authors' code floors lambda_T at 0.1 (``RegionalConfig.decay_floor``); the default here is the
+paper's schedule without a floor, because the floor holds optimised pre-weights at their start
+(measured in docs/numerics.md).
 """
 
 from __future__ import annotations
