@@ -30,6 +30,12 @@ QUICK_CASES = ("2d200", "phantom64", "brain2mm")
 FULL_CASES = ("2d200", "phantom64", "phantom96", "brain2mm")
 
 
+def _cells(folds: dict) -> str:
+    """Folded cells (exact per-cell test), '-' where the record has none (the peers' maps do)."""
+    v = folds.get("folded_cells")
+    return "-" if v is None or v != v else str(int(v))
+
+
 def run_best(case: str, method: str, mode: str, threads: int, data: Path, work: Path,
              steps: int | None = None, repeat: int = 1) -> dict:
     """The fastest of ``repeat`` fresh-process runs (the machine is shared: the minimum is the
@@ -73,11 +79,11 @@ def summary(records: list[dict], meta: dict) -> str:
         before = next((r["dice_before"] for r in rows if "dice_before" in r), float("nan"))
         out += [f"## {case} (Dice before {before:.3f})", "",
                 "| method | s/pair | x ANTs SyN | iterations (evaluations) | s/iteration | peak RSS (MB) | Dice | "
-                "folding voxels | |phi_n - phi_2n| (map voxels) |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "folding voxels | folded cells | |phi_n - phi_2n| (map voxels) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:
-                out.append(f"| {r['method']} | failed: {r['error'].strip().splitlines()[-1][:80]} ||||||||")
+                out.append(f"| {r['method']} | failed: {r['error'].strip().splitlines()[-1][:80]} |||||||||")
                 continue
             ratio = f"{r['seconds'] / ants:.2f}" if ants else "-"
             spi = f"{r['seconds_per_iteration']:.2f}" if r.get("seconds_per_iteration") else "-"
@@ -85,6 +91,7 @@ def summary(records: list[dict], meta: dict) -> str:
             check = r.get("step_difference_map_voxels")
             out.append(f"| {r['method']} | {r['seconds']:.1f} | {ratio} | {its} | {spi} | "
                        f"{r['peak_rss_mb']:.0f} | {r['dice']:.3f} | {int(r['folds'].get('folding_voxels', 0))} | "
+                       f"{_cells(r['folds'])} | "
                        f"{'-' if check is None else f'{check:.3g}'} |")
         out.append("")
     return "\n".join(out)

@@ -116,11 +116,12 @@ def _finish_register(args: argparse.Namespace, result) -> int:
         fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
     extra = None
     if fixed_labels is not None:
-        from .evaluation import evaluation_record
+        from .evaluation import evaluation_record, folded_cells
 
+        cells = folded_cells(result.moving_voxels().double(), result.fixed.grid, result.moving.grid)
         record = evaluation_record(out.name, result.config.model, warped_labels=result.apply(moving_labels),
                                    fixed_labels=fixed_labels, moving_labels=moving_labels,
-                                   det=result.jacobian_determinant(), seconds=result.timings["total"])
+                                   det=result.jacobian_determinant(), cells=cells, seconds=result.timings["total"])
         extra = {"evaluation": record.to_dict()}
         print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels")
     paths = result.save(out, extra=extra)

@@ -282,6 +282,7 @@ def test_evaluate_writes_record_and_csv_row(data, registered, tmp_path):
     assert (record["pair_id"], record["method"], record["status"]) == (SUBJECT, "lddmm", "ok")
     assert record["mean_dice"] == pytest.approx(out.mean_dice)
     assert record["tre"]["n_points"] == 3 and record["folds"]["folding_voxels"] >= 0
+    assert isinstance(record["folds"]["folded_cells"], int) and record["folds"]["folded_cells"] >= 0
     assert record["seconds"] == pytest.approx(reg.seconds)
     header, row, *rest = Path(out.csv_row).read_text().splitlines()
     assert not rest and header.startswith("pair_id,method,status") and "dice_1" in header

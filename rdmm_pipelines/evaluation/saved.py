@@ -7,7 +7,7 @@ import os
 
 from ..spatial import load_labels, save_image
 from ..transforms import DenseTransform
-from .folds import jacobian_determinant_physical
+from .folds import folded_cells, jacobian_determinant_physical
 from .labels import warp_labels
 from .landmarks import read_points, target_registration_error
 from .table import EvaluationResult, evaluation_record
@@ -59,5 +59,6 @@ def evaluate_displacement_field(
             read_points(os.fspath(fixed_landmarks), landmark_convention),
             read_points(os.fspath(moving_landmarks), landmark_convention),
             transform.moving_voxels, transform.fixed_grid, transform.moving_grid)
+    cells = folded_cells(transform.moving_voxels.double(), transform.fixed_grid, transform.moving_grid)
     return evaluation_record(subject_id, method, warped_labels=warped, fixed_labels=fixed_lab,
-                             moving_labels=moving_lab, det=det, tre=tre, seconds=seconds)
+                             moving_labels=moving_lab, det=det, cells=cells, tre=tre, seconds=seconds)

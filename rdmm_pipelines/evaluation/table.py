@@ -164,6 +164,7 @@ def evaluation_record(
     labels: Sequence[int] | None = None,
     det: Tensor | np.ndarray | Image | None = None,
     mask: Tensor | np.ndarray | None = None,
+    cells: Tensor | None = None,
     tre: Mapping[str, Any] | None = None,
     seconds: float | None = None,
     status: str = "ok",
@@ -185,6 +186,7 @@ def evaluation_record(
         labels: labels to score (default: all foreground labels present).
         det: Jacobian determinant field (any shape), e.g. ``jacobian_determinant_physical(...)``.
         mask: voxels where the fold statistics are taken.
+        cells: folded cells (:func:`~.folds.folded_cells`) for the exact per-cell count, or None.
         tre: landmark errors, or None.
         seconds: registration time. status: the caller's status (see :data:`STATUSES`).
         message: the caller's note (e.g. the error of a failed registration).
@@ -208,7 +210,7 @@ def evaluation_record(
         logger.warning("%s / %s: %s", pair_id, method, w)
     folds = None
     if det is not None:
-        folds = fold_statistics(_data(det), mask)
+        folds = fold_statistics(_data(det), mask, cells=cells)
     return EvaluationResult(
         pair_id=pair_id,
         method=method,

@@ -11,6 +11,7 @@ from ..core.interpolation import sample
 from ..evaluation import (
     dice_per_label,
     fold_statistics,
+    folded_cells,
     jacobian_determinant_physical,
     mean_dice,
 )
@@ -32,7 +33,7 @@ def map_folds(full_map: Tensor, spacing: Sequence[float]) -> dict[str, float]:
     inv_h = torch.tensor([1.0 / h for h in spacing], dtype=torch.float64, device=full_map.device)
     voxels = full_map.detach().double() * inv_h.view(1, d, *([1] * d))
     grid = Grid.from_shape(tuple(full_map.shape[2:]))
-    return fold_statistics(jacobian_determinant_physical(voxels, grid, grid))
+    return fold_statistics(jacobian_determinant_physical(voxels, grid, grid), cells=folded_cells(voxels))
 
 
 def map_dice(source_labels: Tensor, target_labels: Tensor, full_map: Tensor, spacing: Sequence[float]) -> float:
