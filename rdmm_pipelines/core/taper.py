@@ -31,12 +31,15 @@ def taper_profile(n: int, width: float) -> list[float]:
     """The 1D taper along an axis of ``n`` samples.
 
     ``T(i) = sin^2(pi/2 * min(1, dist(i) / w))`` with ``dist(i) = min(i, n - 1 - i)`` (0 on the two
-    outermost samples) and ``w = min(width, (n - 1) / 4)``, so a short axis keeps an interior where
-    T = 1. Axes with fewer than 3 samples, and ``width <= 0``, are not tapered (T = 1).
+    outermost samples) and ``w = max(1, min(width, (n - 1) / 8))``, so a short axis (a coarse
+    scale, a small image) keeps three quarters of its length free (measured on a 16-voxel map: a
+    4-voxel rise kept a small network's training loss from falling 15 % in 12 epochs,
+    ``tests/test_learning.py``, where a 2-voxel rise or none let it). Axes with fewer than 3
+    samples, and ``width <= 0``, are not tapered (T = 1).
     """
     if n < 3 or width <= 0:
         return [1.0] * n
-    w = min(float(width), (n - 1) / 4.0)
+    w = max(1.0, min(float(width), (n - 1) / 8.0))
     return [math.sin(0.5 * math.pi * min(1.0, min(i, n - 1 - i) / w)) ** 2 for i in range(n)]
 
 
