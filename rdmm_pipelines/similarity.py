@@ -295,11 +295,16 @@ def _lncc_maps(warped: Tensor, target: Tensor, windows: Sequence[tuple[int, ...]
     target = target - target.mean(spatial, keepdim=True)
     w_stack = torch.cat([warped, warped * warped, warped * target], dim=1)
     t_stack = torch.cat([target, target * target], dim=1)
+    # a window where the target is flat has nothing to match: lncc = 1 there (zero gradient, as the
+    # 0 it would otherwise be), so flat background adds no offset that depends on window and scale
+    tau = 1e-10 * target.detach().double().pow(2).flatten(2).mean(2).view(*target.shape[:2], *([1] * len(spatial)))
     maps = []
     for window in windows:
         mw, mww, mwt = _box_mean(w_stack, window).split(c, dim=1)
         mt, mtt = _box_mean(t_stack, window).split(c, dim=1)
-        maps.append(_LnccFromMoments.apply(mw, mww, mwt, mt, mtt, eps))
+        lncc = _LnccFromMoments.apply(mw, mww, mwt, mt, mtt, eps)
+        flat = (mtt - mt * mt).detach() <= tau
+        maps.append(torch.where(flat, torch.ones_like(lncc), lncc))
     return maps
 
 
@@ -314,9 +319,10 @@ class LNCC(nn.Module):
     ``var_x(I) = max(E_x[I^2] - E_x[I]^2, 0)``, computed with cumulative sums (O(1) per voxel
     whatever the window, float64 accumulation). Every voxel is a window centre and the windows are
     symmetric, so flipping both images along an axis flips the lncc map and leaves the loss
-    unchanged. Windows where either image is constant give lncc = 0 (loss contribution 1, zero
-    gradient), never NaN; hence identical images with constant regions (e.g. background) score
-    > 0, a constant offset that does not affect optimisation. A window of at least ``2 n_k - 1``
+    unchanged. Windows where the target is constant (variance below 1e-10 of its mean square) give
+    lncc = 1: there is nothing to match there, and a constant 0 would add an offset to the loss
+    that depends on the window and the scale (the gradient is zero either way). Windows where
+    only the warped image is constant give lncc = 0, never NaN. A window of at least ``2 n_k - 1``
     covers the whole image from every voxel, and the loss equals :class:`NCC`.
 
     Args:

@@ -119,8 +119,11 @@ def test_lncc_constant_regions_finite():
             if loss.requires_grad:
                 (g,) = torch.autograd.grad(loss.sum(), b)
                 assert torch.isfinite(g).all()
-    # constant-vs-constant and constant-vs-textured windows score as uncorrelated: lncc = 0
-    assert LNCC(3)(b.detach(), b.detach()).item() == pytest.approx(1.0)
+    # a window with a constant target has nothing to match: lncc = 1 (no loss offset that depends on
+    # the window and the scale); a constant warped window against a textured target: lncc = 0
+    assert LNCC(3)(b.detach(), b.detach()).item() == pytest.approx(0.0)
+    textured = torch.rand(1, 1, 12, 12, dtype=torch.float64)
+    assert LNCC(3)(b.detach(), textured).item() == pytest.approx(1.0)
     assert NCC()(b.detach(), a).item() == pytest.approx(1.0)
 
 
