@@ -21,11 +21,11 @@ schemes (DESIGN.md 2, docs/numerics.md):
   grid then shows as folded cells.
 * **Advection** (``map_update="advection"``): central differences of the map, not monotone; folds
   where the flow compresses. Kept for comparison and for the adaptive solvers.
-* **Steps from the flow** (``max_cfl``): each step's length keeps ``dt max_x sum_k |v_k| / h_k``
-  (the Courant number of the central-difference transport of m) at or below ``max_cfl``, with
-  ``steps`` as the minimum; the speed is re-measured on every step's stages. ``max_steps`` bounds
-  the count; past it, and on any non-finite state, :class:`ShootingError` is raised (never a NaN
-  result).
+* **Steps from the flow** (``max_cfl``): each step's length aims at ``dt max_x sum_k |v_k| / h_k``
+  (the Courant number of the central-difference transport of m) <= ``max_cfl``, with ``steps`` as
+  the minimum; the speed is re-measured on every step's stages and used for the next step (a step
+  can exceed the limit by a few per cent). ``max_steps`` bounds the count; past it, and on any
+  non-finite state, :class:`ShootingError` is raised (never a NaN result).
 """
 
 from __future__ import annotations
@@ -124,9 +124,10 @@ def _shooting_step(model: nn.Module, tableau: ButcherTableau, cls: type, t: floa
     """One Runge-Kutta step of a shooting model; the map (field ``p``) advanced by ``update``.
 
     Returns the new fields, the step's mid-step velocity sum_j b_j v_j (B, d, *S) and the largest
-    stage speed (a 0-dim tensor). With "composition" the map field is composed with the step's
-    departure points only when the rates read it (RDMM's h0 o phi); the map at t = 1 is traced
-    back through the mid-step velocities by :func:`_shoot_fixed`.
+    stage speed (a 0-dim tensor). "composition" composes the map with the step's departure points;
+    "characteristics" does so only when the rates read the map (RDMM's h0 o phi), the map at t = 1
+    being traced back through the mid-step velocities by :func:`_shoot_fixed`; "advection" takes
+    the Runge-Kutta step of -(D phi) v.
     """
     spacing = model.spacing
     phi = y[p]
@@ -184,10 +185,13 @@ def integrate(
         adjoint: use torchdiffeq's adjoint method for the gradient (adaptive solvers only).
         checkpointed: recompute each fixed step in the backward pass instead of storing its stages
             (memory O(steps * |state|) instead of O(steps * stages * |state|)).
-        map_update: shooting models with fixed steps: "composition" or "advection" (module doc).
-        max_cfl: shooting models with fixed steps: the largest Courant number of a step, ``steps``
-            becoming the minimum (None: exactly ``steps`` equal steps).
-        max_steps: with ``max_cfl``: more steps than this raise :class:`ShootingError`.
+        map_update: shooting models with fixed steps: "composition", "characteristics" or
+            "advection" (module doc).
+        max_cfl: shooting models with fixed steps: the Courant number a step aims at, ``steps``
+            becoming the minimum (None: exactly ``steps`` equal steps). The speed is measured on
+            the previous step's stages, so a step can exceed it by a few per cent. One step count
+            serves the whole batch (the fastest sample's).
+        max_steps: shooting models with fixed steps: more steps than this raise :class:`ShootingError`.
         info: filled with the steps taken and the largest Courant number seen.
 
     Returns:

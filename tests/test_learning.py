@@ -181,3 +181,22 @@ def test_bad_checkpoints_get_clear_errors(tmp_path, pairs):
     assert result.phi.shape == (1, 2, 40, 40) and result.warnings
     with pytest.raises(ValueError, match="does not fit this 2D network"):
         net(p.source[None, :, :16], p.target[None, :, :16], p.spacing)
+
+
+def test_version_1_checkpoints_keep_the_numerics_they_were_trained_with(tmp_path):
+    """A checkpoint written before the border taper and the composed map loads with those off."""
+    good = save_checkpoint(tmp_path / "rdmm.pt", RegistrationNetwork(tiny("rdmm")), epoch=0)
+    data = torch.load(good, weights_only=True)
+    assert load_checkpoint(good).network.cfg.kernel.border > 0  # a current one: today's numerics
+    data["format_version"] = 1
+    del data["network"]["kernel"]["border"]
+    for key in ("map_update", "max_cfl", "max_steps"):
+        del data["network"]["integrator"][key]
+    torch.save(data, tmp_path / "v1.pt")
+    cfg = load_checkpoint(tmp_path / "v1.pt").network.cfg
+    assert cfg.kernel.border == 0.0
+    assert cfg.integrator.map_update == "advection" and cfg.integrator.max_cfl == 0.0
+    data["format_version"] = 7
+    torch.save(data, tmp_path / "v7.pt")
+    with pytest.raises(CheckpointError, match="format version 7"):
+        load_checkpoint(tmp_path / "v7.pt")

@@ -15,6 +15,7 @@ weights fit the network the configuration builds, and says which of these failed
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,17 @@ from ..provenance import versions
 from .config import NetworkConfig, TrainingConfig
 from .network import RegistrationNetwork
 
+log = logging.getLogger(__name__)
+
 __all__ = ["FORMAT", "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "rdmm_pipelines.network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: version 1 predates the border taper and the composed map (kernel.border, integrator.map_update,
+#: max_cfl, max_steps): its networks were trained with the plain kernel, the advected map and fixed
+#: steps, and are loaded with those settings
+_LEGACY_NUMERICS = {"kernel": {"border": 0.0},
+                    "integrator": {"map_update": "advection", "max_cfl": 0.0}}
 
 
 class CheckpointError(ValueError):
@@ -94,10 +102,24 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not an rdmm_pipelines network checkpoint (no format {FORMAT!r}); "
             "checkpoints come from `rdmm train` or rdmm_pipelines.learning.train")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {data.get('format_version')!r}; "
-                              f"this rdmm_pipelines reads version {FORMAT_VERSION}")
+    version = data.get("format_version")
+    if version == 1 and isinstance(data.get("network"), dict):
+        data = dict(data, network=_with_legacy_numerics(data["network"]))
+        log.warning("%s: a version-1 checkpoint; its network runs with the numerics it was trained with "
+                    "(no border taper, advected map, fixed steps)", path)
+    elif version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}; "
+                              f"this rdmm_pipelines reads versions 1 and {FORMAT_VERSION}")
     return data
+
+
+def _with_legacy_numerics(network: dict) -> dict:
+    """A version-1 network configuration with the numerics of that version made explicit."""
+    out = dict(network)
+    for section, values in _LEGACY_NUMERICS.items():
+        given = dict(out.get(section) or {})
+        out[section] = {**values, **given}
+    return out
 
 
 def load_checkpoint(

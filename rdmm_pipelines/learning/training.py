@@ -88,7 +88,12 @@ def validate(net: RegistrationNetwork, loss: RegistrationLoss, pairs: Sequence[N
     losses, dice, folds = [], [], []
     for pair in pairs:
         source, target, spacing, bidirectional = _batch(net, [pair], torch.device(device))
-        pred = net(source, target, spacing)
+        try:
+            pred = net(source, target, spacing)
+        except ShootingError as err:  # counted as a non-finite loss, like a diverged training batch
+            log.warning("validation pair %s: %s", pair.name, err)
+            losses.append(math.nan)
+            continue
         losses.append(float(loss(net, pred, target, spacing, epoch, bidirectional)["total"]))
         full = pred.full_map[:1]
         folds.append(map_folds(full, spacing)["folding_voxels"])
@@ -211,15 +216,16 @@ def train(
                 pred = net(source, target, spacing)
                 terms = loss_fn(net, pred, target, spacing, epoch, bidirectional)
             except ShootingError as err:  # a momentum the time steps cannot follow: like a non-finite loss
-                log.debug("epoch %d: %s", epoch + 1, err)
+                log.warning("epoch %d: %s", epoch + 1, err)
                 terms = {"total": torch.tensor(math.nan)}
             if not torch.isfinite(terms["total"]):  # skip the batch; give up when it keeps happening
                 skipped.append(", ".join(p.name for p in batch))
                 log.warning("epoch %d: non-finite loss on %s; batch skipped", epoch + 1, skipped[-1])
                 if len(skipped) > max(2, len(batches) // 10):
                     raise FloatingPointError(
-                        f"epoch {epoch + 1}: the loss was non-finite on {len(skipped)} batches (last: {skipped[-1]}); "
-                        f"lower the learning rate (now {scheduler.get_last_lr()[0]:g}); "
+                        f"epoch {epoch + 1}: the loss was non-finite, or the shot could not be integrated (see the "
+                        f"warnings), on {len(skipped)} batches (last: {skipped[-1]}); lower the learning rate (now "
+                        f"{scheduler.get_last_lr()[0]:g}) or raise integrator.max_steps; "
                         f"{out / TRAINING_FILES['last']} holds the last complete epoch")
                 bar.update()
                 continue
