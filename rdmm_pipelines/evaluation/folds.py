@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core.differences import jacobian_determinant
+from ..core.shapes import broadcast_or_raise
 from ..spatial import Grid
 
 __all__ = [
@@ -232,12 +233,7 @@ def fold_statistics(
     mask_t: Tensor | None = None
     if mask is not None:
         mask_t = torch.as_tensor(mask).detach().cpu()
-        try:
-            mask_t = torch.broadcast_to(mask_t, det_t.shape).to(torch.bool)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"mask shape {tuple(mask_t.shape)} does not match determinant shape {tuple(det_t.shape)}"
-            ) from exc
+        mask_t = broadcast_or_raise(mask_t, det_t.shape, "mask", "determinant").to(torch.bool)
         values = det_t[mask_t]
     else:
         values = det_t.reshape(-1)
@@ -287,12 +283,7 @@ def _cell_statistics(cells: Tensor, det_shape: tuple[int, ...], mask: Tensor | N
                 m = m.narrow(lead + j, corner[j], cell_shape[j])
             corner_masks.append(m)
         inside = torch.stack(corner_masks).all(dim=0)
-        try:
-            inside = torch.broadcast_to(inside, cells.shape)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"cells shape {tuple(cells.shape)} does not match determinant shape {det_shape}"
-            ) from exc
+        inside = broadcast_or_raise(inside, cells.shape, "cells", "determinant")
         selected = selected[inside]
     n_cells = selected.numel()
     n_folded = int(selected.sum())

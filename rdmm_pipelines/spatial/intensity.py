@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.shapes import broadcast_or_raise
 from .image import Image
 
 __all__ = ["normalize_intensity", "percentiles"]
@@ -45,12 +46,7 @@ def _mask_values(data: Tensor, mask: Tensor | Image | None) -> Tensor:
         return data.reshape(-1)
     m = mask.data if isinstance(mask, Image) else mask
     m = m.to(device=data.device) != 0
-    try:
-        m = torch.broadcast_to(m, data.shape)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"mask shape {tuple(m.shape)} does not broadcast to image shape {tuple(data.shape)}"
-        ) from exc
+    m = broadcast_or_raise(m, data.shape, "mask", "image")
     if not m.any():
         raise ValueError("mask is empty: no voxels to compute the percentiles over")
     return data[m]
