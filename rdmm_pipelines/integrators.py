@@ -262,8 +262,10 @@ def _shoot_fixed(model: nn.Module, tableau: ButcherTableau, state: S, steps: int
         n += 1
     bad = [name for name, x in zip(cls._fields, y) if not bool(torch.isfinite(x).all())]
     if bad or not math.isfinite(speed):
+        advice = ("lower integrator.max_cfl" if max_cfl is not None else
+                  "let the steps follow the flow (integrator.max_cfl > 0) or raise integrator.steps")
         raise ShootingError(f"non-finite {', '.join(bad) or 'velocity'} after shooting ({n} steps): "
-                            "the time step is too long for this velocity (lower integrator.max_cfl)")
+                            f"the time step is too long for this velocity ({advice})")
     if update == "characteristics":  # phi0 o (the departure points of the whole flow)
         y = list(y)
         y[p] = compose_displaced(phi0, identity, trace_back(v_mids, dts, identity, model.spacing) - identity,
