@@ -163,3 +163,24 @@ def test_taper_profile_and_symmetry():
     rhs = (metric.velocity(a, h) * b).sum()
     assert math.isclose(float(lhs), float(rhs), rel_tol=1e-10)
     assert float(metric.velocity(a, h)[..., 0, :].abs().max()) == 0.0  # no motion on the border
+
+
+def test_optimised_rdmm_regulariser_moves():
+    """The optimised pre-weights adapt: sigma(x) at t = 0 spreads across the image (measured on
+    this pair: 5th-95th percentile 0.172-0.189, 9 % of the preset's sigma range); with the
+    unscaled logits (logit_scale 1) it stays at its start (0.4 %)."""
+    from rdmm_pipelines import register
+    from rdmm_pipelines.demo import _image, _sigma_percentiles, method_config
+    from rdmm_pipelines.synthetic import make_pairs_2d
+
+    pair = make_pairs_2d(1, seed=2018, size=64)[0]
+    spreads = {}
+    for scale in (1.0, 100.0):
+        cfg = method_config("rdmm-optimized", [10, 10, 20], size=64)
+        cfg = cfg.replace(regional=cfg.regional.replace(logit_scale=scale))
+        res = register(_image(pair.target, pair.spacing), _image(pair.source, pair.spacing), config=cfg, device="cpu")
+        p5, p95 = _sigma_percentiles(res)
+        spreads[scale] = (p95 - p5) / (max(cfg.kernel.sigmas) - min(cfg.kernel.sigmas))
+        assert res.fold_statistics()["folded_cells"] == 0
+    assert spreads[100.0] > 0.05
+    assert spreads[1.0] < 0.01
