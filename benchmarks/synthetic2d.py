@@ -38,6 +38,7 @@ from rdmm_pipelines.synthetic import make_pairs_2d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=40)
+    ap.add_argument("--start", type=int, default=0, help="first pair index (to split a run over processes)")
     ap.add_argument("--size", type=int, default=200)
     ap.add_argument("--seed", type=int, default=2018)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -51,7 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     dev = resolve_device(args.device)
-    pairs = make_pairs_2d(args.pairs, seed=args.seed, size=args.size)
+    pairs = make_pairs_2d(args.start + args.pairs, seed=args.seed, size=args.size)[args.start:]
     scores = []
     t0 = time.perf_counter()
     for pair in pairs:

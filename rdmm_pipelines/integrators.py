@@ -221,9 +221,9 @@ def integrate(
 
 def _shoot_fixed(model: nn.Module, tableau: ButcherTableau, state: S, steps: int, checkpointed: bool,
                  update: str, max_cfl: float | None, max_steps: int, info: ShotInfo | None) -> S:
-    """Fixed-step shooting: steps of at most 1 / ``steps``, shortened to keep the Courant number
-    at or below ``max_cfl`` (the speed measured on the previous step's stages; before the first
-    step on v0)."""
+    """Fixed-step shooting: steps of at most 1 / ``steps``, shortened so that the Courant number
+    aims at ``max_cfl`` or less (the speed measured on the previous step's stages; before the
+    first step on v0)."""
     cls = type(state)
     p = cls._fields.index("phi")
     phi0 = state.phi
@@ -254,8 +254,9 @@ def _shoot_fixed(model: nn.Module, tableau: ButcherTableau, state: S, steps: int
         else:
             out = step(*y)
         y, s = tuple(out[:-2]), float(out[-1])
-        v_mids.append(out[-2])
-        dts.append(dt)
+        if update == "characteristics":  # kept only where the final map is traced through them
+            v_mids.append(out[-2])
+            dts.append(dt)
         worst = max(worst, s * dt) if math.isfinite(s) else math.inf
         speed = s
         t += dt
