@@ -67,8 +67,8 @@ class ShootingModel(nn.Module):
         full["phi"] = -advect(state.phi, v, self.spacing)
         return type(state)(**full)
 
-    def velocity_and_rates(self, t: Tensor, state):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def velocity_and_rates(self, t: Tensor, state):  # pragma: no cover - every model defines it
+        raise TypeError(f"{type(self).__name__} does not define velocity_and_rates(t, state)")
 
     def energy(self, state) -> Tensor:
         """Kinetic energy 1/2 <m, K m> of the state, (B,)."""
