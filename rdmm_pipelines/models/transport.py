@@ -98,8 +98,13 @@ def departure_displacement(v: Tensor, dt: float, identity: Tensor, spacing: Sequ
     Returns:
         (B, d, *S) the displacement ``-dt v_mid``.
     """
-    mid = sample(v, identity - (0.5 * dt) * v, spacing, mode="linear", padding="border")
-    return (-dt) * mid
+    return _midpoint_back(v, dt, identity, v, spacing) - identity
+
+
+def _midpoint_back(v: Tensor, dt: float, y: Tensor, v_at_y: Tensor, spacing: Sequence[float]) -> Tensor:
+    """One midpoint step backwards along the characteristics: ``y - dt v(y - dt/2 v(y))``, with
+    ``v_at_y`` = v(y) given (on the grid it is v itself, no interpolation)."""
+    return y - dt * sample(v, y - (0.5 * dt) * v_at_y, spacing, mode="linear", padding="border")
 
 
 def trace_back(velocities: list[Tensor], dts: list[float], identity: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -120,6 +125,5 @@ def trace_back(velocities: list[Tensor], dts: list[float], identity: Tensor, spa
     """
     y = identity.expand(velocities[0].shape[0], *identity.shape[1:]) if velocities else identity
     for v, dt in zip(reversed(velocities), reversed(dts)):
-        half = y - (0.5 * dt) * sample(v, y, spacing, mode="linear", padding="border")
-        y = y - dt * sample(v, half, spacing, mode="linear", padding="border")
+        y = _midpoint_back(v, dt, y, sample(v, y, spacing, mode="linear", padding="border"), spacing)
     return y
