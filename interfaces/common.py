@@ -24,7 +24,6 @@ Conventions of every task:
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import logging
@@ -36,6 +35,8 @@ import zlib
 from pathlib import Path
 
 from fileformats.medimage import Nifti1, NiftiGz
+
+from rdmm_pipelines.threads import available_cpus, thread_limits
 
 __all__ = [
     "STATUSES",
@@ -66,7 +67,6 @@ STATUSES = ("ok", "failed")
 _SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 _NIFTI_MAGIC = {1: (344, (b"n+1\x00", b"ni1\x00")), 2: (4, (b"n+2\x00", b"ni2\x00"))}
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 
 
 # ------------------------------------------------------------------ input checks (attrs validators)
@@ -161,50 +161,6 @@ def task_device(device: str = "auto"):
     from rdmm_pipelines.provenance import resolve_device
 
     return resolve_device(device)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the SLURM allocation or taskset mask, else all)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def thread_limits(threads: int = 0) -> ty.Iterator[int]:
-    """Limit torch intra-op threads and the thread variables of OpenMP, MKL and ITK while the
-    block runs; restore the previous settings afterwards (the debug worker runs tasks in the
-    calling process).
-
-    ``OMP_NUM_THREADS`` etc. reach the tools started from the block (NiftyReg, ANTs); torch,
-    already initialised, is set with ``torch.set_num_threads``.
-
-    Args:
-        threads: the number of threads; 0 = :func:`available_cpus`.
-
-    Yields:
-        the number of threads in effect.
-    """
-    import torch
-
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"threads must be a non-negative integer (0 = all available CPUs), got {threads!r}")
-    n = threads or available_cpus()
-    saved_env = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
-    saved_torch = torch.get_num_threads()
-    try:
-        for k in _THREAD_VARIABLES:
-            os.environ[k] = str(n)
-        torch.set_num_threads(n)
-        yield n
-    finally:
-        torch.set_num_threads(saved_torch)
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # ------------------------------------------------------------------ outputs

@@ -19,12 +19,13 @@ from torch import Tensor
 from .affine import AffineTransform, affine_register
 from .config import MODELS, RegistrationConfig
 from .core.interpolation import resize_field, sample_voxel
-from .optim.multiscale import IterationRecord, optimize
+from .optim.multiscale import IterationRecord, optimize, scale_shapes
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
 from .spatial import Grid, Image, load_image, load_labels, normalize_intensity
+from .threads import registration_threads, thread_limits
 
 __all__ = ["register", "as_image", "as_labels", "resolve_config"]
 
@@ -122,6 +123,7 @@ def register(
     affine: AffineTransform | str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[IterationRecord, int], None] | None = None,
+    threads: int | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` (source I0) to ``fixed`` (target I1).
 
@@ -137,6 +139,10 @@ def register(
             otherwise one is estimated when ``config.affine.enabled`` (the default).
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: called after each optimiser iteration with (record, total iterations).
+        threads: CPU threads of torch while registering (restored afterwards). None: one per
+            ``threads.VOXELS_PER_THREAD`` fixed-image voxels, at most torch's current count
+            (:func:`~rdmm_pipelines.threads.registration_threads`: a 2D slice runs on one); 0: all
+            CPUs available to the process.
 
     Returns:
         A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
@@ -171,6 +177,28 @@ def register(
 
     given_affine = _read_affine(affine, fixed_img.ndim) if affine is not None else None
     dev = resolve_device(device)
+    n_threads = registration_threads(fixed_img.grid.numel) if threads is None else threads
+    with thread_limits(n_threads, environment=False):
+        return _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
+                                 given_affine, dev, progress, t0)
+
+
+def kernel_scale(cfg: RegistrationConfig, grid: Grid) -> float:
+    """The factor from kernel units to domain units on ``grid``: 1 for "domain", 1 / L (mm per
+    domain unit) for "mm", times the stretch ``max(1, min_voxels h / sigma_0)`` that makes the
+    narrowest Gaussian span ``kernel.min_voxels`` voxels h of the finest map grid."""
+    base = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    if cfg.kernel.min_voxels <= 0:
+        return base
+    map_shape = scale_shapes(grid.shape, cfg)[-1][1]
+    h = max((n - 1) * d / max(m - 1, 1) for n, m, d in zip(grid.shape, map_shape, grid.domain_spacing))
+    narrowest = min(cfg.kernel.sigmas) * base
+    return base * max(1.0, cfg.kernel.min_voxels * h / narrowest)
+
+
+def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions, given_affine,
+                      dev, progress, t0) -> RegistrationResult:
+    """The work of :func:`register` once its inputs are checked."""
     if cfg.normalize_intensity:
         fixed_n = normalize_intensity(fixed_img)
         moving_n = normalize_intensity(moving_img)
@@ -191,7 +219,7 @@ def register(
     to_moving = transform.moving_voxels(grid, moving_n.grid, dtype=torch.float32, device=dev)
     source = sample_voxel(moving_n.batch().to(dev, torch.float32), to_moving, mode="linear", padding="zeros")
     h0_full = None
-    sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    sigma_scale = kernel_scale(cfg, grid)
     if regions is not None:
         to_regions = transform.moving_voxels(grid, regions.grid, dtype=torch.float64, device=dev)
         on_fixed = sample_voxel(regions.batch().to(dev, torch.float64), to_regions, mode="nearest", padding="zeros")
@@ -220,5 +248,5 @@ def register(
                 "affine": _describe(affine) if affine is not None else None},
         warnings=notes + list(out.warnings),
         evaluations=out.evaluations, step_difference=out.step_difference,
-        shot_steps=out.shot_steps, shot_cfl=out.shot_cfl,
+        shot_steps=out.shot_steps, shot_cfl=out.shot_cfl, scales=out.scales,
     )

@@ -71,6 +71,7 @@ class RegistrationResult:
         step_difference: max |phi_n - phi_2n| in map voxels (the time-discretisation check).
         shot_steps, shot_cfl: time steps of the final shot (they follow the flow) and its largest
             Courant number dt max sum_k |v_k| / h_k.
+        scales: per scale of the optimiser, its shapes, iterations, evaluations, seconds and why it stopped.
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
 
@@ -93,6 +94,7 @@ class RegistrationResult:
     step_difference: float | None = None
     shot_steps: int | None = None
     shot_cfl: float | None = None
+    scales: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
@@ -214,6 +216,8 @@ class RegistrationResult:
             "folds": self.fold_statistics(),
             "iterations": len(self.history),
             "evaluations": self.evaluations,
+            "scales": self.scales,
+            "kernel_sigmas_mm": [float(x) * self.fixed.grid.domain_scale for x in self.model.metric.sigmas],
             "time_discretisation": {
                 "method": self.config.integrator.method, "steps": self.config.integrator.steps,
                 "map_update": self.config.integrator.map_update, "max_cfl": self.config.integrator.max_cfl,

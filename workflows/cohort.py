@@ -359,7 +359,10 @@ def run_cohort(
             task; ``sbatch_args`` for every job, ``gpu_args`` e.g. "--gres=gpu:1" for the
             registration jobs only).
         cache_root: pydra cache (default ``out_dir/cache``); re-use it to re-use finished pairs.
-        config_json, preset, method_options, device, threads, report: see :func:`cohort_workflow`.
+        config_json, preset, method_options, device, report: see :func:`cohort_workflow`.
+        threads: CPU threads per task; 0 with the "cf" worker: the CPUs divided between its
+            ``n_procs`` processes (one each by default), so that the tasks do not oversubscribe
+            the machine; 0 with "slurm" or "debug": the CPUs the task's process may use.
         rerun: ignore cached results.
         progress: print "done / failed / running" lines while it runs: True (to stderr), a
             stream, or False/None (silent). The debug worker prints nothing.
@@ -378,10 +381,13 @@ def run_cohort(
     from rdmm_pipelines.interfaces._pydra import read_job_log
 
     from rdmm_pipelines.provenance import versions, write_json_atomic
+    from rdmm_pipelines.threads import threads_per_job
 
     from .progress import CohortProgress
 
     out = Path(out_dir).absolute()
+    if worker == "cf" and threads == 0:  # the processes share the CPUs
+        threads = threads_per_job(worker_kwargs.get("n_procs"))
     pairs = _pairs_of(manifest_or_pairs)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_root).absolute() if cache_root is not None else out / "cache"

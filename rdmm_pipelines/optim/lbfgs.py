@@ -107,6 +107,9 @@ def minimize(
     change_tolerance: float = 0.0,
     step: float = 1.0,
     shift: Callable[[int], float] | None = None,
+    window: int = 0,
+    relative_decrease: float = 0.0,
+    relative_gradient: float = 0.0,
 ) -> LbfgsResult:
     """Minimise by L-BFGS, changing ``params`` in place.
 
@@ -128,6 +131,12 @@ def minimize(
             schedule): ``shift(k)`` returns f_k(x) - f_{k-1}(x) at the current point, added to
             the reference value before iteration k's line search. Without it the sufficient-
             decrease test compares values of two different functions and fails near the optimum.
+        window, relative_decrease, relative_gradient: the convergence test (off when ``window``
+            is 0). After iteration k >= ``window``, stop when the objective fell by less than
+            ``relative_decrease`` |f_k| over the last ``window`` iterations,
+            f_{k-window} - f_k <= relative_decrease |f_k|, or when max |g_k| <=
+            ``relative_gradient`` max |g_0| (the gradient at the start). Values from before a
+            ``shift`` are shifted with the objective, so the window compares one function.
 
     Returns:
         :class:`LbfgsResult`. ``params`` hold the last accepted point.
@@ -153,6 +162,8 @@ def minimize(
     it, reason = 0, "max_iter"
     if not math.isfinite(f):
         return LbfgsResult(0, evals, gamma, f, "non-finite objective at the start")
+    recent = [f]  # objective after the last `window` iterations (and at the start), oldest first
+    g0_max = float(g.abs().max())
     while it < max_iter:
         if float(g.abs().max()) <= grad_tolerance:
             reason = "gradient below tolerance"
@@ -174,7 +185,9 @@ def minimize(
             reason = "max_evals"
             break
         if shift is not None and it > 0:
-            f += float(shift(it + 1))
+            delta = float(shift(it + 1))
+            f += delta
+            recent = [v + delta for v in recent]
         found = _line_search(at, params, x, d, f, gtd, t, it + 1, min(budget - evals, MAX_LINE_SEARCH),
                              change_tolerance)
         if found is None:
@@ -197,6 +210,14 @@ def minimize(
         if abs(f - f_old) < change_tolerance or float(s.abs().max()) <= change_tolerance:
             reason = "change below tolerance"
             break
+        if window > 0:
+            recent = (recent + [f])[-(window + 1):]
+            if len(recent) == window + 1 and recent[0] - f <= relative_decrease * abs(f):
+                reason = f"converged: objective fell by less than {relative_decrease:g} in {window} iterations"
+                break
+            if float(g.abs().max()) <= relative_gradient * g0_max:
+                reason = f"converged: gradient below {relative_gradient:g} of its start"
+                break
     return LbfgsResult(it, evals, gamma, f, reason)
 
 

@@ -61,7 +61,8 @@ class OptimizationResult:
     spacing: domain spacing of the map grid; history: one record per iteration;
     evaluations: objective + gradient evaluations over all scales; step_difference: max
     |phi_n - phi_2n| in map voxels (the time-discretisation check), None if not applicable;
-    shot_steps, shot_cfl: time steps of the final shot and its largest Courant number.
+    shot_steps, shot_cfl: time steps of the final shot and its largest Courant number;
+    scales: per scale, its image and map shapes, iterations, evaluations, seconds and why it stopped.
     """
 
     m0: Tensor
@@ -75,6 +76,7 @@ class OptimizationResult:
     step_difference: float | None = None
     shot_steps: int | None = None
     shot_cfl: float | None = None
+    scales: list[dict] = field(default_factory=list)
 
 
 class _IterationTracker:
@@ -177,6 +179,7 @@ def optimize(
     gamma: float | None = None  # L-BFGS's inverse-Hessian scale, carried from scale to scale
     gamma_params = 1
     evaluations = 0
+    per_scale: list[dict] = []
     t_start = time.perf_counter()
     finest_h = max(_spacing_for(plan[-1][1], shape, spacing))
     narrowest = min(cfg.kernel.sigmas) * sigma_scale
@@ -271,8 +274,14 @@ def optimize(
                 omt, rng = (float(x) for x in penalties(preweights()))
             return (r1 - r0) * rng + (o1 - o0) * omt
 
-        run = minimize(evaluate, params, max_iter=iters, history=cfg.optimizer.history,
-                       max_evals=iters * cfg.optimizer.max_evals, gamma=gamma, shift=penalty_shift)
+        o = cfg.optimizer
+        t_scale = time.perf_counter()
+        run = minimize(evaluate, params, max_iter=iters, history=o.history, max_evals=iters * o.max_evals,
+                       gamma=gamma, shift=penalty_shift, window=o.window, relative_decrease=o.tolerance,
+                       relative_gradient=o.gradient_tolerance)
+        per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
+                          "iterations": run.iterations, "max_iterations": iters, "evaluations": run.evaluations,
+                          "seconds": time.perf_counter() - t_scale, "stopped": run.reason})
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
         tracker.finish()
@@ -281,8 +290,8 @@ def optimize(
             log.warning(msg)
             notes.append(msg)
         T = tracker.first_T + tracker.iterations
-        log.info("scale %s (image %s, map %s): energy %.6g after %d iterations", s, img_shape, map_shape,
-                 history[-1].total if history else float("nan"), iters)
+        log.info("scale %s (image %s, map %s): energy %.6g after %d of %d iterations (%s)", s, img_shape,
+                 map_shape, history[-1].total if history else float("nan"), run.iterations, iters, run.reason)
 
     with torch.no_grad():
         h0 = preweights()
@@ -305,7 +314,7 @@ def optimize(
     return OptimizationResult(m0=m0.detach(), h0=None if h0 is None else h0.detach(), phi=state1.phi.detach(),
                               spacing=map_h, model=model, history=history, warnings=notes,
                               evaluations=evaluations, step_difference=step_check,
-                              shot_steps=shot.steps or None, shot_cfl=shot.max_cfl or None)
+                              shot_steps=shot.steps or None, shot_cfl=shot.max_cfl or None, scales=per_scale)
 
 
 #: map voxels; above this the time-step check warns
