@@ -24,6 +24,8 @@ OURS = ("vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized")
 PEERS = ("ants-syn", "sitk-demons-fss", "niftyreg-f3d")
 #: iterations per scale of our methods (coarse to fine)
 ITERATIONS = {"quick": (10, 10, 5), "full": (30, 30, 20)}
+#: --mode defaults: our methods at the defaults of ``rdmm register`` (the real case set)
+MODES = ("quick", "full", "defaults")
 BRAIN_SIGMAS = (0.03, 0.06, 0.09, 0.12)
 BRAIN_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
 
@@ -40,6 +42,10 @@ def _base_config(case: str, method: str, mode: str):
     from rdmm_pipelines.demo import method_config
     from rdmm_pipelines.presets import default_region_weights, get_preset
 
+    if mode == "defaults":  # the real case set: exactly what `rdmm register --model M` runs
+        if method == "rdmm-predefined":
+            raise ValueError("the real case set runs the defaults: rdmm-optimized, not rdmm-predefined")
+        return get_preset("default", "rdmm" if method.startswith("rdmm") else method)
     iters = ITERATIONS[mode]
     if case == "2d200":
         return method_config(method, iters)
@@ -99,7 +105,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", required=True)
     ap.add_argument("--method", required=True, choices=OURS + PEERS)
-    ap.add_argument("--mode", default="quick", choices=sorted(ITERATIONS))
+    ap.add_argument("--mode", default="quick", choices=MODES)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the preset's 10)")
     ap.add_argument("--data", default="runs/bench_data")
@@ -111,10 +117,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from pairs import make_pair
+    from real_pairs import REAL_CASES, make_real_pair
 
     from rdmm_pipelines.evaluation.saved import evaluate_displacement_field
 
-    files = make_pair(args.case, Path(args.data))
+    files = (make_real_pair if args.case in REAL_CASES else make_pair)(args.case, Path(args.data))
     work = Path(args.work) / args.case
     work.mkdir(parents=True, exist_ok=True)
     if args.method in OURS:
@@ -128,8 +135,28 @@ def main() -> None:
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     rec.update(case=args.case, method=args.method, mode=args.mode, threads=args.threads, steps=args.steps,
                dice=ev.mean_dice, dice_before=before, folds=dict(ev.folds or {}),
-               peak_rss_mb=max(self_kb, child_kb) / 1024.0)
+               peak_rss_mb=max(self_kb, child_kb) / 1024.0, **similarity_after(files, rec["displacement"]))
     print(json.dumps(rec), flush=True)
+
+
+def similarity_after(files: dict[str, Path], displacement: str) -> dict[str, float]:
+    """Global NCC of the fixed image and the registered moving image (every method's displacement
+    field applied the same way), before and after, over the fixed image's label mask (the head
+    for the brain pairs)."""
+    from rdmm_pipelines.spatial import load_image, load_labels
+    from rdmm_pipelines.transforms import DenseTransform
+
+    fixed, moving = load_image(files["fixed"]), load_image(files["moving"])
+    mask = load_labels(files["fixed_labels"]).data[0] > 0
+    warped = DenseTransform.from_displacement_field(displacement, moving.grid).apply(moving)
+
+    def ncc(a, b) -> float:
+        a, b = a[0][mask].double(), b[0][mask].double()
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
+
+    return {"ncc_before": ncc(moving.data, fixed.data) if moving.grid.shape == fixed.grid.shape else float("nan"),
+            "ncc_after": ncc(warped.data, fixed.data)}
 
 
 def evaluate_dice_before(files: dict[str, Path]) -> float:

@@ -28,6 +28,8 @@ from run_case import OURS, PEERS
 HERE = Path(__file__).resolve().parent
 QUICK_CASES = ("2d200", "phantom64", "brain2mm")
 FULL_CASES = ("2d200", "phantom64", "phantom96", "brain2mm")
+#: --real: our methods at the defaults of `rdmm register` (no options) on real anatomy
+REAL_METHODS = ("lddmm", "rdmm-optimized", "vsvf")
 
 
 def _cells(folds: dict) -> str:
@@ -70,7 +72,7 @@ def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: P
 def summary(records: list[dict], meta: dict) -> str:
     out = [f"# Benchmark {meta['date']} ({meta['mode']})", "",
            (f"machine: {meta['machine']}, {meta['cpus']} CPUs; threads per tool: {meta['threads']}; "
-            f"RK4 steps of our methods: {meta.get('steps') or 'the preset (10)'}; "
+            f"RK4 steps of our methods: {meta.get('steps') or 'the configuration default'}; "
             f"seconds: fastest of {meta.get('repeat', 1)} run(s); torch {meta['versions'].get('torch')}"),
            f"command: `{meta['command']}`", ""]
     for case in dict.fromkeys(r["case"] for r in records):
@@ -97,18 +99,58 @@ def summary(records: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
+def _group(case: str) -> str:
+    return case[:5] if case.startswith("oai-") else case
+
+
+def aggregate(records: list[dict]) -> str:
+    """One table per group of pairs (OAI cross-subject, OAI longitudinal, each other case):
+    mean and spread over the pairs, and the seconds relative to ANTs SyN's on the same pairs."""
+    import statistics
+
+    names = {"oai-x": "OAI cross-subject", "oai-l": "OAI longitudinal"}
+    out = []
+    for group in dict.fromkeys(_group(r["case"]) for r in records):
+        rows = [r for r in records if _group(r["case"]) == group]
+        syn = [r["seconds"] for r in rows if r["method"] == "ants-syn" and "seconds" in r]
+        out += [f"### {names.get(group, group)}: {len(set(r['case'] for r in rows))} pair(s)", "",
+                "| method | Dice mean +- sd | Dice min | NCC after | s/pair | x ANTs SyN | pairs with folded cells | "
+                "peak RSS (MB) | failed |", "|---|---|---|---|---|---|---|---|---|"]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            ok = [r for r in rows if r["method"] == method and "error" not in r]
+            bad = sum(1 for r in rows if r["method"] == method and "error" in r)
+            if not ok:
+                out.append(f"| {method} | - | - | - | - | - | - | - | {bad} |")
+                continue
+            dice = [r["dice"] for r in ok]
+            sec = statistics.mean(r["seconds"] for r in ok)
+            ratio = f"{sec / statistics.mean(syn):.1f}" if syn else "-"
+            folded = sum(1 for r in ok if (r["folds"].get("folded_cells") or 0) > 0)
+            ncc = statistics.mean(r.get("ncc_after", float("nan")) for r in ok)
+            out.append(f"| {method} | {statistics.mean(dice):.3f} +- {statistics.pstdev(dice):.3f} | {min(dice):.3f} | "
+                       f"{ncc:.4f} | {sec:.2f} | {ratio} | {folded} | {max(r['peak_rss_mb'] for r in ok):.0f} | {bad} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"cases {QUICK_CASES}, few iterations")
+    ap.add_argument("--real", action="store_true",
+                    help="the real case set (real_pairs.py: OAI, CT head, brains) with our methods at their defaults")
     ap.add_argument("--cases", nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=list(OURS + PEERS), choices=list(OURS + PEERS))
+    ap.add_argument("--methods", nargs="+", default=None, choices=list(OURS + PEERS))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the preset's 10)")
+    ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the configuration's)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per (case, method); the fastest is reported")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args()
-    mode = "quick" if args.quick else "full"
-    cases = args.cases or (QUICK_CASES if args.quick else FULL_CASES)
+    from real_pairs import REAL_CASES
+
+    mode = "defaults" if args.real else "quick" if args.quick else "full"
+    cases = args.cases or (REAL_CASES if args.real else QUICK_CASES if args.quick else FULL_CASES)
+    if args.methods is None:
+        args.methods = list((REAL_METHODS if args.real else OURS) + PEERS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, work = out / "data", out / "work"
@@ -131,6 +173,8 @@ def main() -> None:
                   f"peak {rec['peak_rss_mb']:.0f} MB"), flush=True)
             (out / "results.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     text = summary(records, meta)
+    if args.real:
+        text = aggregate(records) + "\n\n" + text
     (out / "summary.md").write_text(text + "\n")
     print("\n" + text)
 

@@ -218,7 +218,7 @@ class IntegratorConfig(_Config):
     """
 
     method: str = "rk4"
-    steps: int = 10
+    steps: int = 5
     rtol: float = 1e-5
     atol: float = 1e-5
     adjoint: bool = False
@@ -281,7 +281,7 @@ class OptimizerConfig(_Config):
     """
 
     scales: tuple[float, ...] = (0.25, 0.5, 1.0)
-    iterations: tuple[int, ...] = (60, 60, 60)
+    iterations: tuple[int, ...] = (30, 30, 30)
     map_low_res_factor: float | None = 0.5
     history: int = 5
     max_evals: int = 5

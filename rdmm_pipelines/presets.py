@@ -11,6 +11,7 @@ from typing import Callable
 
 from .config import (
     AffineConfig,
+    IntegratorConfig,
     KernelConfig,
     OptimizerConfig,
     RegionalConfig,
@@ -21,8 +22,14 @@ __all__ = ["PRESETS", "get_preset", "default", "synthetic_predefined", "syntheti
            "lung_predefined", "knee_optimized", "quick", "default_region_weights"]
 
 
+#: the paper presets run every iteration with 10 RK4 steps at least (the settings of docs/benchmarks.md)
+PAPER_INTEGRATOR = IntegratorConfig(steps=10)
+
+
 def default(model: str = "rdmm") -> RegistrationConfig:
-    """General-purpose defaults (the knee settings' kernel, optimised pre-weights for RDMM)."""
+    """General-purpose defaults, chosen on real anatomy (docs/benchmarks.md): sigma 1-16 % of the
+    longest side (at least 2 map voxels), 5 RK4 steps at least, at most 30 iterations per scale
+    with the convergence test; optimised pre-weights for RDMM."""
     return RegistrationConfig(model=model)
 
 
@@ -37,7 +44,8 @@ def synthetic_predefined(model: str = "rdmm") -> RegistrationConfig:
         kernel=KernelConfig(sigmas=(0.03, 0.06, 0.09, 0.3), weights=(0.2, 0.5, 0.3, 0.0)),
         regional=RegionalConfig(source="predefined", region_weights=((0.0, 0.0, 0.0, 1.0), (0.2, 0.5, 0.3, 0.0)),
                                 smoothing_sigma=0.05, region_smoothing_sigma=0.02),
-        optimizer=OptimizerConfig(iterations=(60, 60, 60)),
+        optimizer=OptimizerConfig(iterations=(60, 60, 60), window=0),
+        integrator=PAPER_INTEGRATOR,
     )
 
 
@@ -49,7 +57,8 @@ def synthetic_optimized(model: str = "rdmm") -> RegistrationConfig:
         affine=AffineConfig(enabled=False),  # the paper's synthetic pairs are registered without one
         kernel=KernelConfig(sigmas=(0.02, 0.04, 0.06, 0.08), weights=(0.1, 0.3, 0.3, 0.3)),
         regional=RegionalConfig(source="optimized", smoothing_sigma=0.05, c_range=10.0, c_omt=0.05, decay_k=10.0),
-        optimizer=OptimizerConfig(iterations=(100, 100, 400)),
+        optimizer=OptimizerConfig(iterations=(100, 100, 400), window=0),
+        integrator=PAPER_INTEGRATOR,
     )
 
 
@@ -61,7 +70,8 @@ def lung_predefined(model: str = "rdmm") -> RegistrationConfig:
         kernel=KernelConfig(sigmas=(0.04, 0.06, 0.08, 0.2), weights=(0.1, 0.4, 0.5, 0.0)),
         regional=RegionalConfig(source="predefined", region_weights=((0.0, 0.0, 0.0, 1.0), (0.1, 0.4, 0.5, 0.0)),
                                 smoothing_sigma=0.05),
-        optimizer=OptimizerConfig(iterations=(60, 60, 60)),
+        optimizer=OptimizerConfig(iterations=(60, 60, 60), window=0),
+        integrator=PAPER_INTEGRATOR,
     )
 
 
@@ -72,7 +82,8 @@ def knee_optimized(model: str = "rdmm") -> RegistrationConfig:
         model=model,
         kernel=KernelConfig(sigmas=(0.05, 0.1, 0.15, 0.2, 0.25), weights=(0.067, 0.133, 0.2, 0.267, 0.333)),
         regional=RegionalConfig(source="optimized", smoothing_sigma=0.06, c_range=1.0, c_omt=0.25, decay_k=6.0),
-        optimizer=OptimizerConfig(iterations=(60, 60, 60)),
+        optimizer=OptimizerConfig(iterations=(60, 60, 60), window=0),
+        integrator=PAPER_INTEGRATOR,
     )
 
 
