@@ -98,7 +98,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
-                          affine=args.affine, device=args.device, progress=update)
+                          affine=args.affine, device=args.device, progress=update, threads=args.threads)
     finally:
         close()
     return _finish_register(args, result)
@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default=None, help="configuration preset (see `rdmm presets`)")
     r.add_argument("--config", default=None, help="configuration JSON (or a registration.json to reuse)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: one per million fixed-image voxels, at most the CPUs available; "
+                        "a 2D slice or a 2 mm brain runs on one; 0: all available)")
     r.add_argument("--seed", type=int, default=None, help="random seed recorded with the result")
     r.add_argument("--affine", default=None,
                    help="use this affine (ITK .txt or ANTs .mat, fixed-to-moving) instead of estimating one")

@@ -7,6 +7,7 @@ everything is objects. Inputs are validated before any heavy work.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -140,9 +141,9 @@ def register(
         device: "auto", "cpu", "cuda" or "cuda:N".
         progress: called after each optimiser iteration with (record, total iterations).
         threads: CPU threads of torch while registering (restored afterwards). None: one per
-            ``threads.VOXELS_PER_THREAD`` fixed-image voxels, at most torch's current count
-            (:func:`~rdmm_pipelines.threads.registration_threads`: a 2D slice runs on one); 0: all
-            CPUs available to the process.
+            ``threads.VOXELS_PER_THREAD`` (10^6) fixed-image voxels, at most torch's current count
+            (:func:`~rdmm_pipelines.threads.registration_threads`: a 2D slice and a 2 mm brain run
+            on one); 0: all CPUs available to the process.
 
     Returns:
         A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
@@ -150,6 +151,8 @@ def register(
     """
     t0 = time.perf_counter()
     cfg = resolve_config(model, config, preset, regularizer)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be a non-negative integer (0: all available CPUs) or None; got {threads!r}")
     fixed_img, moving_img = as_image(fixed, "fixed image"), as_image(moving, "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise ValueError(f"fixed image is {fixed_img.ndim}D but moving image is {moving_img.ndim}D")
@@ -183,17 +186,28 @@ def register(
                                  given_affine, dev, progress, t0)
 
 
-def kernel_scale(cfg: RegistrationConfig, grid: Grid) -> float:
-    """The factor from kernel units to domain units on ``grid``: 1 for "domain", 1 / L (mm per
-    domain unit) for "mm", times the stretch ``max(1, min_voxels h / sigma_0)`` that makes the
-    narrowest Gaussian span ``kernel.min_voxels`` voxels h of the finest map grid."""
+def kernel_sigmas(cfg: RegistrationConfig, grid: Grid) -> tuple[float, ...]:
+    """The kernel's sigmas in domain units on ``grid``, as the registration uses them.
+
+    ``kernel.sigmas`` converted from their units; then, where the narrowest spans fewer than
+    ``kernel.min_voxels`` voxels h of the finest map grid, it is raised to ``min_voxels h`` and the
+    others are spread geometrically between it and the widest, which is kept (log sigma_i mapped
+    linearly from [log sigma_0, log sigma_max] onto [log min_voxels h, log sigma_max]); a widest
+    sigma below the floor too makes every sigma the floor times its ratio to sigma_0.
+    """
     base = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    sig = [s * base for s in cfg.kernel.sigmas]
     if cfg.kernel.min_voxels <= 0:
-        return base
+        return tuple(sig)
     map_shape = scale_shapes(grid.shape, cfg)[-1][1]
     h = max((n - 1) * d / max(m - 1, 1) for n, m, d in zip(grid.shape, map_shape, grid.domain_spacing))
-    narrowest = min(cfg.kernel.sigmas) * base
-    return base * max(1.0, cfg.kernel.min_voxels * h / narrowest)
+    floor, lo, hi = cfg.kernel.min_voxels * h, sig[0], sig[-1]
+    if lo >= floor:
+        return tuple(sig)
+    if hi <= floor or len(sig) == 1:
+        return tuple(s * floor / lo for s in sig)
+    a = math.log(hi / floor) / math.log(hi / lo)
+    return tuple(hi * (s / hi) ** a for s in sig)
 
 
 def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions, given_affine,
@@ -219,7 +233,9 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     to_moving = transform.moving_voxels(grid, moving_n.grid, dtype=torch.float32, device=dev)
     source = sample_voxel(moving_n.batch().to(dev, torch.float32), to_moving, mode="linear", padding="zeros")
     h0_full = None
-    sigma_scale = kernel_scale(cfg, grid)
+    sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
+    used = kernel_sigmas(cfg, grid)  # the model's sigmas: kernel.sigmas * sigma_scale = used
+    run_cfg = cfg.replace(kernel=cfg.kernel.replace(sigmas=tuple(s / sigma_scale for s in used)))
     if regions is not None:
         to_regions = transform.moving_voxels(grid, regions.grid, dtype=torch.float64, device=dev)
         on_fixed = sample_voxel(regions.batch().to(dev, torch.float64), to_regions, mode="nearest", padding="zeros")
@@ -229,7 +245,7 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
 
     torch.manual_seed(cfg.seed)
     log.info("registering %s -> %s with %s on %s", moving_img.grid, fixed_img.grid, cfg.model, dev)
-    out = optimize(source, target, grid.domain_spacing, cfg, h0_fixed=h0_full, sigma_scale=sigma_scale,
+    out = optimize(source, target, grid.domain_spacing, run_cfg, h0_fixed=h0_full, sigma_scale=sigma_scale,
                    progress=progress)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

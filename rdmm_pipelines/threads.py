@@ -1,11 +1,14 @@
 """CPU threads: how many a registration uses, and a block that sets them and restores them.
 
 torch parallelises each operation over its intra-op threads. A registration runs many small
-operations per objective evaluation (the map grid of a 2D slice has ~15 000 points), so below a
-few hundred thousand voxels the threads cost more to wake and join than they save, and on a busy
-machine a thread that waits for a descheduled sibling stalls every operation (measured in
-docs/benchmarks.md). :func:`registration_threads` picks one thread per ``VOXELS_PER_THREAD``
-image voxels, at most the CPUs this process may use.
+operations per objective evaluation (the map grid of a 2D slice has ~15 000 points), so on small
+images the threads cost more to wake and join than they save, and on a busy machine a thread that
+waits for a descheduled sibling stalls every operation. Measured (``benchmarks/threads.py``,
+LDDMM at the defaults, 2-core CPU, docs/benchmarks.md): 2 threads instead of 1 took 1.09x the time
+on a 160x384 knee slice and 0.86x on a 80x96x112 brain when the machine was quiet, but 2.4x and
+3.1x with one other busy process; on a 160x192x224 brain 0.70x. :func:`registration_threads`
+therefore picks one thread per ``VOXELS_PER_THREAD`` fixed-image voxels (a 2D slice and a 2 mm
+brain run on one), at most the CPUs this process may use.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ __all__ = ["available_cpus", "registration_threads", "threads_per_job", "thread_
 #: environment variables that set the threads of OpenMP, MKL and ITK in child processes
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
 #: image voxels (finest scale) per thread of a registration: below 2x this, one thread
-VOXELS_PER_THREAD = 250_000
+VOXELS_PER_THREAD = 1_000_000
 
 
 def available_cpus() -> int:

@@ -11,7 +11,7 @@ from rdmm_pipelines.config import ConfigError, KernelConfig
 from rdmm_pipelines.core.gaussian import gaussian_filter
 from rdmm_pipelines.core.interpolation import identity_map, sample_voxel
 from rdmm_pipelines.optim.lbfgs import minimize
-from rdmm_pipelines.registration import kernel_scale
+from rdmm_pipelines.registration import kernel_sigmas
 from rdmm_pipelines.threads import (
     THREAD_VARIABLES,
     VOXELS_PER_THREAD,
@@ -109,8 +109,9 @@ def test_the_stopping_rule_is_validated():
 # ------------------------------------------------------------------ threads
 def test_registration_threads_follow_the_image_size():
     assert registration_threads(160 * 384, limit=16) == 1  # a 2D slice: one thread
-    big = 80 * 96 * 112
-    assert registration_threads(big, limit=16) == min(big // VOXELS_PER_THREAD, available_cpus())
+    assert registration_threads(80 * 96 * 112, limit=16) == 1  # a 2 mm brain: one thread (measured)
+    big = 160 * 192 * 224
+    assert registration_threads(big, limit=16) == max(1, min(big // VOXELS_PER_THREAD, available_cpus()))
     assert registration_threads(10**9, limit=1) == 1
     with pytest.raises(ValueError):
         registration_threads(0)
@@ -148,24 +149,35 @@ def test_register_runs_a_small_image_on_one_thread_and_restores_the_count(easy_a
 
 
 # ------------------------------------------------------------------ the kernel on the map grid
-def test_the_kernel_stretches_to_two_map_voxels_on_a_coarse_grid_only():
-    cfg = get_preset("default", "lddmm")  # sigma_0 = 0.01 of the longest side, map at half resolution
-    fine = Grid.from_shape((400, 400))  # map 200^2: h = 1/199 and 2 h = 0.01005
-    coarse = Grid.from_shape((40, 40, 40))  # map 20^3: 2 h = 2/19
-    assert kernel_scale(cfg, fine) == pytest.approx(2 / 199 / 0.01)
-    assert kernel_scale(cfg, coarse) == pytest.approx(2 / 19 / 0.01)
-    big = Grid.from_shape((1000, 1000))
-    assert kernel_scale(cfg, big) == 1.0
+def test_the_narrowest_sigma_is_raised_to_two_map_voxels_on_a_coarse_grid_only():
+    cfg = get_preset("default", "lddmm")  # sigma = 0.01 .. 0.16 of the longest side, map at half resolution
+    assert kernel_sigmas(cfg, Grid.from_shape((1000, 1000))) == pytest.approx(cfg.kernel.sigmas)  # 2 h = 0.004
+    coarse = kernel_sigmas(cfg, Grid.from_shape((40, 40, 40)))  # map 20^3: 2 h = 2/19
+    assert coarse[0] == pytest.approx(2 / 19) and coarse[-1] == pytest.approx(0.16)
+    ratios = [b / a for a, b in zip(coarse, coarse[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 4) and ratios[0] > 1  # still geometric, increasing
     off = cfg.replace(kernel=cfg.kernel.replace(min_voxels=0.0))
-    assert kernel_scale(off, coarse) == 1.0
+    assert kernel_sigmas(off, Grid.from_shape((40, 40, 40))) == pytest.approx(cfg.kernel.sigmas)
+    tiny = kernel_sigmas(cfg, Grid.from_shape((8, 8)))  # map 8^2 (min_map_size): floor 2/7 above the widest
+    assert tiny == pytest.approx(tuple(s * (2 / 7) / 0.01 for s in cfg.kernel.sigmas))
     mm = cfg.replace(kernel=KernelConfig(sigmas=(5.0, 10.0), weights=(0.5, 0.5), units="mm", min_voxels=0.0))
-    assert kernel_scale(mm, Grid.from_shape((101, 51), spacing=(2.0, 2.0))) == pytest.approx(1 / 200)
+    assert kernel_sigmas(mm, Grid.from_shape((101, 51), spacing=(2.0, 2.0))) == pytest.approx((5 / 200, 10 / 200))
 
 
 def test_registration_json_gives_the_sigmas_used_in_mm(easy_and_hard, tmp_path):
     easy, _ = easy_and_hard
     record = json.loads(easy.save(tmp_path / "r")["record"].read_text())
     sig = record["kernel_sigmas_mm"]
-    # 48 px, map 24 px (h = 47/23 mm): the narrowest is stretched to 2 map voxels
+    # 48 px, map 24 px (h = 47/23 mm): the narrowest is raised to 2 map voxels, the widest kept
     assert sig[0] == pytest.approx(2 * 47 / 23, rel=1e-4)
+    assert sig[-1] == pytest.approx(0.16 * 47, rel=1e-4)
     assert sig == sorted(sig) and len(sig) == 5
+
+
+def test_a_bad_thread_count_is_refused_before_any_work(tmp_path, capsys):
+    with pytest.raises(ValueError, match="threads must be"):
+        register(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8), "lddmm", threads=-1)
+    from rdmm_pipelines.cli import main
+
+    assert main(["register", "a.nii.gz", "b.nii.gz", "--out", str(tmp_path / "o"), "--threads", "-2"]) == 2
+    assert "threads must be" in capsys.readouterr().err

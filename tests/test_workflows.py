@@ -186,10 +186,10 @@ def test_rdmm_pair_workflow_passes_sigma_maps_to_its_report(cohort_inputs, tmp_p
     with open(qc_dirs[0] / "_job.pklz", "rb") as f:
         qc_task = cloudpickle.load(f).task
     grid = load_image(p.fixed).grid
-    from rdmm_pipelines.registration import kernel_scale
+    from rdmm_pipelines.registration import kernel_sigmas
 
-    # the kernel's sigmas in mm, stretched so the narrowest spans kernel.min_voxels map voxels
-    sigmas_mm = [s * kernel_scale(cfg, grid) * grid.domain_scale for s in cfg.kernel.sigmas]
+    # the kernel's sigmas in mm, the narrowest raised to kernel.min_voxels map voxels
+    sigmas_mm = [s * grid.domain_scale for s in kernel_sigmas(cfg, grid)]
     for name in ("sigma_t0", "sigma_t1"):
         sigma = load_image(getattr(qc_task, name))
         assert sigma.grid.shape == grid.shape
