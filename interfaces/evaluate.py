@@ -29,7 +29,7 @@ __all__ = ["Evaluate", "evaluate_pair", "measure"]
 LANDMARK_CONVENTIONS = ("RAS", "LPS")
 
 
-def measure(displacement, fixed_labels, moving_labels, **kwargs):
+def measure(displacement, fixed_labels=None, moving_labels=None, **kwargs):
     """The :class:`~rdmm_pipelines.evaluation.EvaluationResult` of one registration given by its
     ITK displacement field (:func:`rdmm_pipelines.evaluation.evaluate_displacement_field`)."""
     from rdmm_pipelines.evaluation import evaluate_displacement_field
@@ -39,11 +39,12 @@ def measure(displacement, fixed_labels, moving_labels, **kwargs):
 
 def evaluate_pair(
     displacement: os.PathLike | str | None,
-    fixed_labels: os.PathLike | str,
-    moving_labels: os.PathLike | str,
+    fixed_labels: os.PathLike | str | None,
+    moving_labels: os.PathLike | str | None,
     *,
     subject_id: str,
     method: str,
+    moving: os.PathLike | str | None = None,
     fixed_landmarks: os.PathLike | str | None = None,
     moving_landmarks: os.PathLike | str | None = None,
     landmark_convention: str = "RAS",
@@ -56,8 +57,9 @@ def evaluate_pair(
     """Evaluate one registration and write ``{subject_id}_{method}_evaluation.json`` and a one-row
     ``{subject_id}_{method}_evaluation.csv`` into ``out_dir`` (default: the working directory).
 
-    A failed registration (``registration_status="failed"`` or no displacement) and a failure
-    while measuring (labels on another grid, unreadable landmarks, ...) still give both files,
+    Without label maps (both None) the record has folds (and TRE) but no Dice; ``moving`` (the
+    moving image) then gives the grid the transform maps into. A failed registration
+    (``registration_status="failed"`` or no displacement) and a failure while measuring (labels on another grid, unreadable landmarks, ...) still give both files,
     with status "failed" and the reason in the message.
 
     Returns:
@@ -78,7 +80,7 @@ def evaluate_pair(
     else:
         try:
             record = measure(displacement, fixed_labels, moving_labels, subject_id=subject_id,
-                             method=method, fixed_landmarks=fixed_landmarks,
+                             method=method, moving_image=moving, fixed_landmarks=fixed_landmarks,
                              moving_landmarks=moving_landmarks, landmark_convention=landmark_convention,
                              label_warp=label_warp, seconds=seconds, warped_labels_path=warped_labels)
         except Exception as exc:  # recorded as a failed row: the cohort table still gets this pair
@@ -97,12 +99,12 @@ def evaluate_pair(
 def _run_evaluate(
     fixed_labels, moving_labels, subject_id, method, displacement, fixed_landmarks,
     moving_landmarks, landmark_convention, label_warp, seconds, registration_status,
-    registration_message
+    registration_message, moving=None
 ):
     """The body of :class:`Evaluate` (module level: worker processes import it)."""
     return guarded(
         lambda: evaluate_pair(
-            displacement, fixed_labels, moving_labels, subject_id=subject_id, method=method,
+            displacement, fixed_labels, moving_labels, subject_id=subject_id, method=method, moving=moving,
             fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks,
             landmark_convention=landmark_convention, label_warp=label_warp, seconds=seconds,
             registration_status=registration_status, registration_message=registration_message),
@@ -122,8 +124,10 @@ class Evaluate(Task["Evaluate.Outputs"]):
     cohort's table has one row per pair.
 
     Args:
-        fixed_labels: label map of the fixed image, on the displacement field's grid.
+        fixed_labels: label map of the fixed image, on the displacement field's grid; None (with
+            ``moving_labels`` None): no Dice, the record has the folds (and TRE) only.
         moving_labels: label map of the moving image (the grid the transform maps into).
+        moving: the moving image: the grid the transform maps into when there are no labels.
         subject_id: pair identifier (the record's pair_id and the output names).
         method: registration method named in the record ("rdmm", "lddmm", "ants-syn", ...).
         displacement: the registration's ITK/ANTs displacement field; None when it failed.
@@ -138,10 +142,11 @@ class Evaluate(Task["Evaluate.Outputs"]):
 
     requires_gpu = False
 
-    fixed_labels: NiftiImage = arg(validator=check_nifti)
-    moving_labels: NiftiImage = arg(validator=check_nifti)
     subject_id: str = arg(validator=check_subject_id)
     method: str = arg()
+    fixed_labels: NiftiImage | None = arg(default=None, validator=check_nifti)
+    moving_labels: NiftiImage | None = arg(default=None, validator=check_nifti)
+    moving: NiftiImage | None = arg(default=None, validator=check_nifti)
     displacement: NiftiImage | None = arg(default=None, validator=check_nifti)
     fixed_landmarks: File | None = None
     moving_landmarks: File | None = None

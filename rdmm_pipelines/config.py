@@ -213,7 +213,7 @@ class IntegratorConfig(_Config):
     advect the map and ignore these four.
 
     ``step_check`` (fixed-step methods): after the optimisation, shoot the result again with twice
-    the steps and record max |phi_n - phi_2n| in map voxels (warning above 0.1); it costs about one
+    the steps and record max |phi_n - phi_2n| in map voxels (warning above 0.5); it costs about one
     objective evaluation at the finest scale (3-8 % of a quick registration).
     """
 

@@ -16,6 +16,8 @@ images of the same shape (B, C, *S), d = len(S) in {2, 3}, and returns a (B,) te
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Sequence
 
@@ -106,8 +108,10 @@ def _radii(windows: Sequence[int], spatial_shape: Sequence[int]) -> tuple[int, .
     return tuple(min(int(w) // 2, int(n) - 1) for w, n in zip(windows, spatial_shape))
 
 
-def _inverse_counts(spatial_shape: Sequence[int], radii: Sequence[int], device: torch.device) -> Tensor:
-    """1 / (voxels of each voxel's truncated box), float64 of shape (1, 1, *S).
+@functools.lru_cache(maxsize=32)
+def _inverse_counts(spatial_shape: tuple[int, ...], radii: tuple[int, ...], device: torch.device) -> Tensor:
+    """1 / (voxels of each voxel's truncated box), float64 of shape (1, 1, *S); cached (the same
+    windows serve every evaluation of a scale).
 
     Per axis ``count_k(i) = min(i + r_k, n_k - 1) - max(i - r_k, 0) + 1``; the box count is the
     product over the axes.
@@ -215,7 +219,7 @@ def _box_mean(x: Tensor, window: Sequence[int]) -> Tensor:
     x: (B, G, *S), d = len(S); window: d ints >= 1 -> (B, G, *S) float64.
     """
     radii = _radii(window, x.shape[2:])
-    return _BoxSum.apply(x, radii) * _inverse_counts(x.shape[2:], radii, x.device)
+    return _BoxSum.apply(x, radii) * _inverse_counts(tuple(x.shape[2:]), radii, x.device)
 
 
 class _LnccFromMoments(torch.autograd.Function):

@@ -295,3 +295,26 @@ def test_a_second_run_on_the_same_cache_is_refused_and_stale_locks_are_cleared(t
     finally:
         held.close()
     claim_cache(cache).close()  # free again once the first run ended
+
+
+def test_cohort_of_a_minimal_manifest_without_labels_registers_and_reports_folds(cohort_inputs, tmp_path, capsys):
+    """`id,fixed,moving` only (the README's minimal manifest, what `rdmm manifest` writes without
+    --labels-pattern): every pair is registered and evaluated for folds, with no Dice columns."""
+    from rdmm_pipelines.cli import main
+
+    pairs, config = cohort_inputs
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("id,fixed,moving\n" + "".join(f"{p.id},{p.fixed},{p.moving}\n" for p in pairs[:2]))
+    out = tmp_path / "out"
+    code = main(["cohort", str(manifest), "--out", str(out), "--methods", "lddmm", "--worker", "debug",
+                 "--config", str(config), "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    header, *rows = [line.split(",") for line in (out / "cohort_table.csv").read_text().splitlines()]
+    assert [r[header.index("id")] for r in rows] == ["01", "02"]
+    assert not any(h.startswith("dice_") for h in header)
+    for r in rows:
+        assert r[header.index("status")] == "ok" and r[header.index("mean_dice")] in ("", "nan")
+        assert float(r[header.index("folding_voxels")]) >= 0
+    record = json.loads((out / "sub-01" / "lddmm" / "sub-01_evaluation.json").read_text())
+    assert record["dice"] == {} and record["folds"]["folded_cells"] >= 0
+    assert (out / "cohort_report.html").is_file()

@@ -177,8 +177,8 @@ def CohortWorkflow(
     ids: list[str],
     fixed: list[NiftiImage],
     moving: list[NiftiImage],
-    fixed_labels: list[NiftiImage],
-    moving_labels: list[NiftiImage],
+    fixed_labels: list[NiftiImage | None],
+    moving_labels: list[NiftiImage | None],
     moving_regions: list[NiftiImage | None],
     fixed_landmarks: list[File | None],
     moving_landmarks: list[File | None],
@@ -197,8 +197,8 @@ def CohortWorkflow(
         ids: pair identifiers (one per pair, like every list below).
         fixed: fixed images.
         moving: moving images.
-        fixed_labels: label maps of the fixed images.
-        moving_labels: label maps of the moving images.
+        fixed_labels: label maps of the fixed images (None where a pair has none: no Dice).
+        moving_labels: label maps of the moving images (None where absent).
         moving_regions: region maps of the moving images (None where absent).
         fixed_landmarks: landmark files of the fixed images (None where absent).
         moving_landmarks: landmark files of the moving images (None where absent).

@@ -202,10 +202,10 @@ def _separate_affine(config_json, preset) -> bool:
 def PairWorkflow(
     fixed: NiftiImage,
     moving: NiftiImage,
-    fixed_labels: NiftiImage,
-    moving_labels: NiftiImage,
     subject_id: str,
     method: str,
+    fixed_labels: NiftiImage | None = None,
+    moving_labels: NiftiImage | None = None,
     moving_regions: NiftiImage | None = None,
     fixed_landmarks: File | None = None,
     moving_landmarks: File | None = None,
@@ -224,9 +224,10 @@ def PairWorkflow(
 
     Args:
         fixed, moving: the pair's images (NIfTI); outputs lie on the fixed grid.
-        fixed_labels, moving_labels: their label maps (Dice).
         subject_id: pair identifier (output names).
         method: one of :data:`METHODS`.
+        fixed_labels, moving_labels: their label maps (Dice); None (both): the pair is registered
+            and its folds (and TRE) evaluated, without Dice.
         moving_regions: region map of the moving image for "rdmm-predefined".
         fixed_landmarks, moving_landmarks: landmark files (TRE), optional.
         config_json: RegistrationConfig JSON for our methods (their model/regulariser override it).
@@ -282,7 +283,7 @@ def PairWorkflow(
     ev = workflow.add(
         Evaluate(
             displacement=reg.displacement, fixed_labels=fixed_labels, moving_labels=moving_labels,
-            subject_id=subject_id, method=method, fixed_landmarks=fixed_landmarks,
+            moving=moving, subject_id=subject_id, method=method, fixed_landmarks=fixed_landmarks,
             moving_landmarks=moving_landmarks, seconds=reg.seconds, registration_status=reg.status,
             registration_message=reg.message),
         name="evaluate")

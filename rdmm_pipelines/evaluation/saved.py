@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..spatial import load_labels, save_image
+from ..spatial import load_image, load_labels, save_image
 from ..transforms import DenseTransform
 from .folds import folded_cells, jacobian_determinant_physical
 from .labels import warp_labels
@@ -17,11 +17,12 @@ __all__ = ["evaluate_displacement_field"]
 
 def evaluate_displacement_field(
     displacement: os.PathLike | str,
-    fixed_labels: os.PathLike | str,
-    moving_labels: os.PathLike | str,
+    fixed_labels: os.PathLike | str | None,
+    moving_labels: os.PathLike | str | None,
     *,
     subject_id: str,
     method: str,
+    moving_image: os.PathLike | str | None = None,
     fixed_landmarks: os.PathLike | str | None = None,
     moving_landmarks: os.PathLike | str | None = None,
     landmark_convention: str = "RAS",
@@ -36,21 +37,34 @@ def evaluate_displacement_field(
     units (:func:`~.folds.jacobian_determinant_physical`).
 
     With ``warped_labels_path``, the warped moving label map (on the fixed grid) is also saved.
+    Without labels (both None) the record has no Dice, only folds (and TRE with landmarks); the
+    moving grid then comes from ``moving_image``.
 
     Raises:
-        ValueError: one landmark file without the other, or fixed labels off the field's grid.
+        ValueError: one label map or landmark file without the other, no labels and no moving
+            image, or fixed labels off the field's grid.
     """
     if (fixed_landmarks is None) != (moving_landmarks is None):
         raise ValueError("give both fixed landmarks and moving landmarks, or neither")
-    fixed_lab = load_labels(os.fspath(fixed_labels))
-    moving_lab = load_labels(os.fspath(moving_labels))
-    transform = DenseTransform.from_displacement_field(os.fspath(displacement), moving_lab.grid)
-    if transform.fixed_grid.shape != fixed_lab.grid.shape:
-        raise ValueError(f"fixed labels {fixed_labels}: grid {fixed_lab.grid} is not the displacement "
-                         f"field's (fixed) grid {transform.fixed_grid}")
-    warped = warp_labels(moving_lab, transform.moving_voxels, transform.fixed_grid, method=label_warp)
-    if warped_labels_path is not None:
-        save_image(warped, warped_labels_path)
+    if (fixed_labels is None) != (moving_labels is None):
+        raise ValueError("give both fixed labels and moving labels, or neither")
+    if moving_labels is None and moving_image is None:
+        raise ValueError("without label maps the moving image is needed (the grid the transform maps into)")
+    fixed_lab = moving_lab = warped = None
+    if moving_labels is not None:
+        fixed_lab = load_labels(os.fspath(fixed_labels))
+        moving_lab = load_labels(os.fspath(moving_labels))
+        moving_grid = moving_lab.grid
+    else:
+        moving_grid = load_image(os.fspath(moving_image)).grid
+    transform = DenseTransform.from_displacement_field(os.fspath(displacement), moving_grid)
+    if fixed_lab is not None:
+        if transform.fixed_grid.shape != fixed_lab.grid.shape:
+            raise ValueError(f"fixed labels {fixed_labels}: grid {fixed_lab.grid} is not the displacement "
+                             f"field's (fixed) grid {transform.fixed_grid}")
+        warped = warp_labels(moving_lab, transform.moving_voxels, transform.fixed_grid, method=label_warp)
+        if warped_labels_path is not None:
+            save_image(warped, warped_labels_path)
     det = jacobian_determinant_physical(transform.moving_voxels.double(), transform.fixed_grid,
                                         transform.moving_grid)
     tre = None
