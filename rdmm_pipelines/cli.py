@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,9 +78,12 @@ def cmd_register(args: argparse.Namespace) -> int:
     from .registration import register
 
     out = Path(args.out)
-    for given in (args.fixed, args.moving, args.region_labels):
+    for given in (args.fixed, args.moving, args.region_labels, args.fixed_labels, args.moving_labels,
+                  args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in _output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
+    _check_output_dir(out)
+    _check_label_inputs(args)
     if args.weights and args.model not in NETWORK_MODELS:
         raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
     if args.model in NETWORK_MODELS:
@@ -137,6 +141,36 @@ def _finish_register(args: argparse.Namespace, result) -> int:
     return 0
 
 
+def _check_output_dir(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or lies in a directory this user cannot
+    write to."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
+
+
+def _check_label_inputs(args: argparse.Namespace) -> None:
+    """--fixed-labels and --moving-labels: both or neither, and readable label maps, checked
+    before the registration (not after hours of it)."""
+    if not (args.fixed_labels or args.moving_labels):
+        return
+    if not (args.fixed_labels and args.moving_labels):
+        raise ValueError("give both --fixed-labels and --moving-labels, or neither")
+    from .spatial import load_labels
+
+    for flag, path in (("--fixed-labels", args.fixed_labels), ("--moving-labels", args.moving_labels)):
+        try:
+            load_labels(path)
+        except FileNotFoundError:
+            raise ValueError(f"{flag} {path}: file not found") from None
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{flag} {path}: {err}") from None
+
+
 def _output_names() -> set[str]:
     from .result import OUTPUT_FILES
 
@@ -169,6 +203,9 @@ def _field_path(result: str) -> Path:
     from .result import OUTPUT_FILES
 
     p = Path(result)
+    if p.is_dir() and not (p / OUTPUT_FILES["record"]).is_file():
+        raise ValueError(f"{p}: not a complete result (no {OUTPUT_FILES['record']}, which is written last): "
+                         "the registration did not finish")
     field = p / OUTPUT_FILES["displacement"] if p.is_dir() else p
     if not field.is_file():
         raise FileNotFoundError(f"{field}: no displacement field (give a result directory or a field file)")
@@ -198,12 +235,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_model(record: Path) -> str | None:
+    """The model named in a result's registration.json (None without one)."""
+    if not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text())["config"]["model"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_displacement_field, write_csv
 
+    field = _field_path(args.result)
+    method = args.method or _recorded_model(field.parent / "registration.json") or "unknown"
     record = evaluate_displacement_field(
-        _field_path(args.result), args.fixed_labels, args.moving_labels,
-        subject_id=args.pair_id or Path(args.result).name, method=args.method,
+        field, args.fixed_labels, args.moving_labels,
+        subject_id=args.pair_id or Path(args.result).name, method=method,
         fixed_landmarks=args.fixed_points, moving_landmarks=args.moving_points,
         label_warp="onehot" if args.onehot else "nearest")
     out = Path(args.out)
@@ -392,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--moving-points", default=None, help="corresponding landmarks in moving space")
     e.add_argument("--onehot", action="store_true", help="warp labels by one-hot linear interpolation")
     e.add_argument("--pair-id", default=None)
-    e.add_argument("--method", default="rdmm")
+    e.add_argument("--method", default=None,
+                   help="method named in the record (default: the model in the result's registration.json)")
     e.add_argument("--out", required=True, help="evaluation JSON")
     e.add_argument("--csv", default=None, help="also write one CSV row here")
     e.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,96 @@
+"""The command line refuses bad output locations and label inputs before any work, never writes over
+an input, refuses an incomplete result, and names a result's method from its record."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, save_image
+from rdmm_pipelines.cli import main
+
+
+def _blob(shift: float, n: int = 24) -> torch.Tensor:
+    ax = torch.arange(n, dtype=torch.float32)
+    y, x = torch.meshgrid(ax, ax, indexing="ij")
+    return torch.exp(-(((y - n / 2 - shift) / 4) ** 2 + ((x - n / 2) / 5) ** 2))[None]
+
+
+@pytest.fixture()
+def files(tmp_path):
+    grid = Grid.from_shape((24, 24))
+    paths = {
+        "fixed": save_image(Image(_blob(0.0), grid), tmp_path / "fixed.nii.gz"),
+        "moving": save_image(Image(_blob(1.5), grid), tmp_path / "moving.nii.gz"),
+        "fixed_labels": save_image(Image((_blob(0.0) > 0.5).long(), grid), tmp_path / "fl.nii.gz"),
+        "moving_labels": save_image(Image((_blob(1.5) > 0.5).long(), grid), tmp_path / "ml.nii.gz"),
+    }
+    cfg = get_preset("default", "vsvf")
+    cfg = cfg.replace(affine=cfg.affine.replace(enabled=False),
+                      optimizer=OptimizerConfig(scales=(1.0,), iterations=(3,), map_low_res_factor=None))
+    paths["config"] = tmp_path / "cfg.json"
+    paths["config"].write_text(json.dumps(cfg.to_dict()))
+    return paths
+
+
+def _register(files, out, *extra):
+    return main(["register", str(files["fixed"]), str(files["moving"]), "--out", str(out), "-q", "--no-qc",
+                 "--config", str(files["config"]), *extra])
+
+
+def test_a_typo_in_a_label_path_fails_before_the_registration(files, tmp_path, capsys):
+    t0 = time.perf_counter()
+    rc = _register(files, tmp_path / "o", "--fixed-labels", str(files["fixed_labels"]),
+                   "--moving-labels", str(tmp_path / "mvoing_labels.nii.gz"))
+    assert rc == 2 and time.perf_counter() - t0 < 5
+    err = capsys.readouterr().err
+    assert "--moving-labels" in err and "mvoing_labels.nii.gz" in err and "not found" in err
+    assert not (tmp_path / "o" / "registration.json").exists()
+    rc = _register(files, tmp_path / "o", "--fixed-labels", str(files["fixed_labels"]))
+    assert rc == 2 and "both --fixed-labels and --moving-labels" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_or_unwritable_fails_before_the_registration(files, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert _register(files, tmp_path / "afile") == 2
+    assert "not a directory" in capsys.readouterr().err
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere: the read-only case cannot be made here")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert _register(files, ro / "out") == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_label_input_inside_out_is_never_written_over(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = out / "warped.nii.gz"  # an output's name
+    victim.write_bytes(Path(files["moving_labels"]).read_bytes())
+    before = victim.read_bytes()
+    rc = _register(files, out, "--fixed-labels", str(files["fixed_labels"]), "--moving-labels", str(victim))
+    assert rc == 2 and "would be overwritten" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+
+
+def test_apply_refuses_an_incomplete_result_and_evaluate_names_the_recorded_method(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _register(files, out) == 0
+    capsys.readouterr()
+    incomplete = tmp_path / "killed"
+    incomplete.mkdir()
+    (incomplete / "displacement_itk.nii.gz").write_bytes((out / "displacement_itk.nii.gz").read_bytes())
+    rc = main(["apply", str(incomplete), str(files["moving"]), "--out", str(tmp_path / "w.nii.gz")])
+    assert rc == 2 and "not a complete result" in capsys.readouterr().err
+    assert not (tmp_path / "w.nii.gz").exists()
+    rc = main(["evaluate", str(out), "--fixed-labels", str(files["fixed_labels"]),
+               "--moving-labels", str(files["moving_labels"]), "--out", str(tmp_path / "e.json")])
+    assert rc == 0
+    assert json.loads((tmp_path / "e.json").read_text())["method"] == "vsvf"
