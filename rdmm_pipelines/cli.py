@@ -82,7 +82,7 @@ def cmd_register(args: argparse.Namespace) -> int:
                   args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in _output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
-    _check_output_dir(out)
+    _check_output_dir(out, args.overwrite)
     _check_label_inputs(args)
     if args.weights and args.model not in NETWORK_MODELS:
         raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
@@ -128,11 +128,17 @@ def _finish_register(args: argparse.Namespace, result) -> int:
                                    det=result.jacobian_determinant(), cells=cells, seconds=result.timings["total"])
         extra = {"evaluation": record.to_dict()}
         print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels")
-    paths = result.save(out, extra=extra)
-    if not args.no_qc:
+    if args.overwrite:  # the whole previous result goes (record first): nothing stale is left
+        from .result import clear_result
+
+        clear_result(out)
+    paths = {}
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.no_qc:  # before the record: registration.json is the last file written
         from .qc import qc_report
 
         paths.update(qc_report(result, out, fixed_labels, moving_labels))
+    paths.update(result.save(out, extra=extra))
     folds = result.fold_statistics()
     how = "a network" if args.model in NETWORK_MODELS else f"{len(result.history)} iterations"
     print(f"{result.config.model}: {how} in {result.timings['total']:.2f} s on "
@@ -141,11 +147,20 @@ def _finish_register(args: argparse.Namespace, result) -> int:
     return 0
 
 
-def _check_output_dir(out: Path) -> None:
-    """Refuse, before any work, an --out that is a file or lies in a directory this user cannot
-    write to."""
+def _check_output_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an --out that is a file, lies in a directory this user cannot
+    write to, or holds a result (unless ``overwrite``); remove temporaries an interrupted run
+    left there."""
+    from .result import holds_result, stale_temporaries
+
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
+    present = holds_result(out)
+    if present and not overwrite:
+        raise ValueError(f"--out {out}: holds a registration result ({', '.join(present[:3])}"
+                         f"{', ...' if len(present) > 3 else ''}); give --overwrite to replace it, or another --out")
+    for tmp in stale_temporaries(out):
+        tmp.unlink(missing_ok=True)
     existing = out
     while not existing.exists():
         existing = existing.parent
@@ -401,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fixed-labels", default=None, help="fixed label map: Dice in the record and the QC page")
     r.add_argument("--moving-labels", default=None, help="moving label map (with --fixed-labels)")
     r.add_argument("--no-qc", action="store_true", help="do not write the QC figure and HTML page")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a result already in --out (all of its files; without it such an --out is refused)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_register)
 

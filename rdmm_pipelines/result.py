@@ -29,7 +29,7 @@ from .spatial import (
 )
 from .transforms import DenseTransform, save_result_composite
 
-__all__ = ["RegistrationResult", "OUTPUT_FILES"]
+__all__ = ["RegistrationResult", "OUTPUT_FILES", "QC_FILES", "holds_result", "clear_result", "stale_temporaries"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,47 @@ OUTPUT_FILES = {
     "sigma_t1": "sigma_t1.nii.gz",
     "record": "registration.json",
 }
+
+
+#: the QC report ``rdmm register`` writes beside a result (before its record)
+QC_FILES = ("qc.png", "qc.html")
+
+
+def _result_names() -> tuple[str, ...]:
+    return (*OUTPUT_FILES.values(), *QC_FILES)
+
+
+def holds_result(out_dir: str | Path) -> list[str]:
+    """The names of a registration result's files (OUTPUT_FILES and the QC report) present in
+    ``out_dir``, record first; empty when there are none."""
+    out = Path(out_dir)
+    return [n for n in _result_names() if (out / n).exists()] if out.is_dir() else []
+
+
+def stale_temporaries(out_dir: str | Path) -> list[Path]:
+    """Temporary files an interrupted save left in ``out_dir`` (``.<output name>.*`` from
+    :func:`~rdmm_pipelines.atomic.atomic_output`)."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    return sorted(p for n in _result_names() for p in out.glob(f".{n}.*") if p.is_file())
+
+
+def clear_result(out_dir: str | Path) -> list[Path]:
+    """Remove a registration result from ``out_dir``: its record first (so that an interruption
+    never leaves a record beside a mix of old and new files), then every other file a result
+    writes, and temporaries of interrupted saves. Other files are kept. Returns what was removed."""
+    out = Path(out_dir)
+    removed = []
+    for name in (OUTPUT_FILES["record"], *[n for n in _result_names() if n != OUTPUT_FILES["record"]]):
+        p = out / name
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    for p in stale_temporaries(out):
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +212,8 @@ class RegistrationResult:
         return {k: last[k] for k in ("total", "similarity", "regularity", "omt", "range")}
 
     # ------------------------------------------------------------------ saving
-    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, extra: dict[str, Any] | None = None,
+             overwrite: bool = False) -> dict[str, Path]:
         """Write every output into ``out_dir`` (each file atomically; the JSON record last).
 
         Files: warped image, ITK displacement field (LPS, vector NIfTI, applies with ANTs),
@@ -180,15 +222,25 @@ class RegistrationResult:
         seed, timings, energies and fold statistics. A directory with a ``registration.json``
         holds a complete result.
 
+        An existing result is never silently replaced: if ``out_dir`` holds any of a result's
+        files (:data:`OUTPUT_FILES`), this raises FileExistsError unless ``overwrite``, which
+        first removes the whole previous result (:func:`clear_result`, record first), so that
+        nothing stale is left beside the new one.
+
         Returns:
             name -> path of what was written.
         """
         from .provenance import versions
 
         out = Path(out_dir)
+        present = [n for n in OUTPUT_FILES.values() if (out / n).exists()]
+        if present and not overwrite:
+            raise FileExistsError(f"{out} already holds a registration result ({', '.join(present[:3])}"
+                                  f"{', ...' if len(present) > 3 else ''}); save elsewhere or pass overwrite=True")
+        if overwrite:
+            clear_result(out)
         out.mkdir(parents=True, exist_ok=True)
         record_path = out / OUTPUT_FILES["record"]
-        record_path.unlink(missing_ok=True)  # an old record must not vouch for new files
         paths: dict[str, Path] = {}
         paths["warped"] = save_image(self.warped(), out / OUTPUT_FILES["warped"])
         paths["composite"] = save_result_composite(out / OUTPUT_FILES["composite"], self)

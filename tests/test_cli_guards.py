@@ -94,3 +94,43 @@ def test_apply_refuses_an_incomplete_result_and_evaluate_names_the_recorded_meth
                "--moving-labels", str(files["moving_labels"]), "--out", str(tmp_path / "e.json")])
     assert rc == 0
     assert json.loads((tmp_path / "e.json").read_text())["method"] == "vsvf"
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_overwrite_replaces_the_whole_result(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    rdmm = json.loads(Path(files["config"]).read_text())
+    rdmm["model"] = "rdmm"
+    (tmp_path / "rdmm.json").write_text(json.dumps(rdmm))
+    assert main(["register", str(files["fixed"]), str(files["moving"]), "--out", str(out), "-q",
+                 "--config", str(tmp_path / "rdmm.json")]) == 0
+    assert (out / "preweights.nii.gz").is_file() and (out / "qc.html").is_file()
+    assert (out / "qc.png").stat().st_mtime_ns <= (out / "registration.json").stat().st_mtime_ns  # record last
+    record = (out / "registration.json").read_bytes()
+    (out / ".warped.nii.gz.abc123.tmp.nii.gz").write_text("left by a killed run")
+    capsys.readouterr()
+    assert _register(files, out) == 2  # vSVF into the RDMM result's folder
+    err = capsys.readouterr().err
+    assert "holds a registration result" in err and "--overwrite" in err
+    assert (out / "registration.json").read_bytes() == record  # nothing touched
+    assert _register(files, out, "--overwrite") == 0
+    names = {p.name for p in out.iterdir()}
+    assert "preweights.nii.gz" not in names and "sigma_t0.nii.gz" not in names  # nothing stale
+    assert not any(n.startswith(".") for n in names)
+    assert "qc.png" not in names  # --no-qc this time: the old report went with the old result
+    assert json.loads((out / "registration.json").read_text())["config"]["model"] == "vsvf"
+    # the record is the last file written
+    record_time = (out / "registration.json").stat().st_mtime_ns
+    assert all(p.stat().st_mtime_ns <= record_time for p in out.iterdir())
+
+
+def test_the_library_never_silently_replaces_a_saved_result(files, tmp_path):
+    from rdmm_pipelines import register
+    from rdmm_pipelines.config import RegistrationConfig
+
+    cfg = json.loads(Path(files["config"]).read_text())
+    r = register(str(files["fixed"]), str(files["moving"]), config=RegistrationConfig.from_dict(cfg), device="cpu")
+    r.save(tmp_path / "r")
+    with pytest.raises(FileExistsError, match="already holds a registration result"):
+        r.save(tmp_path / "r")
+    r.save(tmp_path / "r", overwrite=True)
+    assert (tmp_path / "r" / "registration.json").is_file()
