@@ -60,9 +60,13 @@ def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
     return RegistrationConfig.from_dict(data)
 
 
-def _register_with_network(args: argparse.Namespace):
-    from .learning import register_with_network
-
+def _check_network_options(args: argparse.Namespace) -> None:
+    """--weights with a network model only, no options that do not apply to one, and a checkpoint
+    of that model: checked before anything else."""
+    if args.weights and args.model not in NETWORK_MODELS:
+        raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
+    if args.model not in NETWORK_MODELS:
+        return
     if not args.weights:
         raise ValueError(f"--model {args.model} needs --weights: a checkpoint from `rdmm train`")
     unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
@@ -70,6 +74,14 @@ def _register_with_network(args: argparse.Namespace):
               if value]
     if unused:
         raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
+    from .learning.checkpoint import load_checkpoint
+
+    load_checkpoint(args.weights, model=NETWORK_MODELS[args.model])
+
+
+def _register_with_network(args: argparse.Namespace):
+    from .learning import register_with_network
+
     return register_with_network(args.fixed, args.moving, args.weights, model=NETWORK_MODELS[args.model],
                                  resample=args.resample, device=args.device)
 
@@ -82,10 +94,9 @@ def cmd_register(args: argparse.Namespace) -> int:
                   args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in _output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
+    _check_network_options(args)
     _check_output_dir(out, args.overwrite)
     _check_label_inputs(args)
-    if args.weights and args.model not in NETWORK_MODELS:
-        raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
     if args.model in NETWORK_MODELS:
         return _finish_register(args, _register_with_network(args))
     config, preset = _load_config(args), args.preset
