@@ -123,9 +123,7 @@ def _finish_register(args: argparse.Namespace, result) -> int:
     """Evaluate (with labels), save and report a registration result."""
     out = Path(args.out)
     fixed_labels = moving_labels = None
-    if args.fixed_labels or args.moving_labels:
-        if not (args.fixed_labels and args.moving_labels):
-            raise ValueError("give both --fixed-labels and --moving-labels, or neither")
+    if args.fixed_labels:  # both given and readable (checked before the registration)
         from .spatial import load_labels
 
         fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)

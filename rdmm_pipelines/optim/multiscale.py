@@ -318,8 +318,8 @@ def optimize(
 
 
 #: map voxels; above this the time-step check warns. Half a map voxel (one image voxel with the
-#: map at half resolution): at the defaults real pairs measure 0.05-0.22 (docs/benchmarks.md), a
-#: difference that moves no label boundary; 2 Euler steps measure 0.6 on the test pair.
+#: map at half resolution): at the defaults the real case set measured 0.0003-0.41 (9 of 60 runs
+#: above 0.1; docs/benchmarks.md); 2 Euler steps measure 0.6 on the test pair.
 STEP_CHECK_WARNING = 0.5
 
 
