@@ -259,24 +259,28 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_model(record: Path) -> str | None:
-    """The model named in a result's registration.json (None without one)."""
-    if not record.is_file():
-        return None
+def _recorded(record: Path) -> tuple[str | None, object]:
+    """The model and the moving image's grid recorded in a result's registration.json (None
+    where absent: a bare displacement field, or a record written before grids were recorded)."""
+    from .spatial import Grid
+
     try:
-        return json.loads(record.read_text())["config"]["model"]
-    except (ValueError, KeyError, TypeError):
-        return None
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None, None
+    model = (data.get("config") or {}).get("model")
+    grid = ((data.get("inputs") or {}).get("moving") or {}).get("grid")
+    return model, (Grid(shape=tuple(grid["shape"]), affine=grid["affine"]) if grid else None)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_displacement_field, write_csv
 
     field = _field_path(args.result)
-    method = args.method or _recorded_model(field.parent / "registration.json") or "unknown"
+    model, moving_grid = _recorded(field.parent / "registration.json")
     record = evaluate_displacement_field(
-        field, args.fixed_labels, args.moving_labels,
-        subject_id=args.pair_id or Path(args.result).name, method=method,
+        field, args.fixed_labels, args.moving_labels, moving_image=moving_grid,
+        subject_id=args.pair_id or Path(args.result).name, method=args.method or model or "unknown",
         fixed_landmarks=args.fixed_points, moving_landmarks=args.moving_points,
         label_warp="onehot" if args.onehot else "nearest")
     out = Path(args.out)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Callable, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,7 +24,7 @@ from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
-from .spatial import Grid, Image, load_image, load_labels, normalize_intensity
+from .spatial import Grid, Image, load_image, load_labels, normalize_intensity, same_grid
 from .threads import registration_threads, thread_limits
 
 __all__ = ["register", "as_image", "as_labels", "resolve_config"]
@@ -102,8 +101,9 @@ def _read_affine(affine: AffineTransform | str | os.PathLike, ndim: int) -> Affi
     return transform
 
 
-def _same_grid(a: Grid, b: Grid) -> bool:
-    return a.shape == b.shape and np.allclose(a.affine_matrix, b.affine_matrix, atol=1e-4)
+def _grid_record(grid: Grid) -> dict:
+    """A grid as registration.json records it: shape and 4x4 affine (RAS mm)."""
+    return {"shape": list(grid.shape), "affine": [list(row) for row in grid.affine]}
 
 
 def _describe(x: ImageLike) -> dict:
@@ -168,7 +168,7 @@ def register(
         if region_labels is None:
             raise ValueError("a predefined RDMM regulariser needs region_labels (a label map of the moving image)")
         regions = as_labels(region_labels, "region labels")
-        if not _same_grid(regions.grid, moving_img.grid):
+        if not same_grid(regions.grid, moving_img.grid):
             raise ValueError(
                 f"region label map grid {regions.grid} does not match the moving image grid {moving_img.grid}")
         n_rows = len(cfg.regional.region_weights)
@@ -259,7 +259,8 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
         timings={"affine": t_affine - t0, "preprocess": t_prep - t_affine, "optimize": t_opt - t_prep,
                  "total": time.perf_counter() - t0},
         device=device_description(dev),
-        inputs={"fixed": _describe(fixed), "moving": _describe(moving),
+        inputs={"fixed": {**_describe(fixed), "grid": _grid_record(fixed_img.grid)},
+                "moving": {**_describe(moving), "grid": _grid_record(moving_img.grid)},
                 "region_labels": _describe(region_labels) if region_labels is not None else None,
                 "affine": _describe(affine) if affine is not None else None},
         warnings=notes + list(out.warnings),

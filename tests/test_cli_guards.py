@@ -134,3 +134,19 @@ def test_the_library_never_silently_replaces_a_saved_result(files, tmp_path):
         r.save(tmp_path / "r")
     r.save(tmp_path / "r", overwrite=True)
     assert (tmp_path / "r" / "registration.json").is_file()
+
+
+def test_evaluate_refuses_moving_labels_on_another_grid(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _register(files, out) == 0
+    shifted = Grid.from_shape((24, 24), spacing=(1.0, 1.0), origin=(5.0, 0.0, 0.0))
+    other = save_image(Image((_blob(1.5) > 0.5).long(), shifted), tmp_path / "ml_shifted.nii.gz")
+    capsys.readouterr()
+    rc = main(["evaluate", str(out), "--fixed-labels", str(files["fixed_labels"]), "--moving-labels", str(other),
+               "--out", str(tmp_path / "e.json")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "ml_shifted.nii.gz" in err and "moving image's grid" in err
+    assert not (tmp_path / "e.json").exists()
+    record = json.loads((out / "registration.json").read_text())
+    assert record["inputs"]["moving"]["grid"]["shape"] == [24, 24]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..spatial import load_image, load_labels, save_image
+from ..spatial import Grid, load_image, load_labels, same_grid, save_image
 from ..transforms import DenseTransform
 from .folds import folded_cells, jacobian_determinant_physical
 from .labels import warp_labels
@@ -22,7 +22,7 @@ def evaluate_displacement_field(
     *,
     subject_id: str,
     method: str,
-    moving_image: os.PathLike | str | None = None,
+    moving_image: os.PathLike | str | Grid | None = None,
     fixed_landmarks: os.PathLike | str | None = None,
     moving_landmarks: os.PathLike | str | None = None,
     landmark_convention: str = "RAS",
@@ -37,12 +37,13 @@ def evaluate_displacement_field(
     units (:func:`~.folds.jacobian_determinant_physical`).
 
     With ``warped_labels_path``, the warped moving label map (on the fixed grid) is also saved.
-    Without labels (both None) the record has no Dice, only folds (and TRE with landmarks); the
-    moving grid then comes from ``moving_image``.
+    ``moving_image`` (a path or its Grid) is the grid the transform maps into: the moving labels
+    must lie on it (checked, as the fixed labels are checked against the field's grid); without
+    labels (both None) it is required, and the record has folds (and TRE) but no Dice.
 
     Raises:
         ValueError: one label map or landmark file without the other, no labels and no moving
-            image, or fixed labels off the field's grid.
+            image, fixed labels off the field's grid, or moving labels off the moving image's grid.
     """
     if (fixed_landmarks is None) != (moving_landmarks is None):
         raise ValueError("give both fixed landmarks and moving landmarks, or neither")
@@ -51,12 +52,18 @@ def evaluate_displacement_field(
     if moving_labels is None and moving_image is None:
         raise ValueError("without label maps the moving image is needed (the grid the transform maps into)")
     fixed_lab = moving_lab = warped = None
+    image_grid = None
+    if moving_image is not None:
+        image_grid = moving_image if isinstance(moving_image, Grid) else load_image(os.fspath(moving_image)).grid
     if moving_labels is not None:
         fixed_lab = load_labels(os.fspath(fixed_labels))
         moving_lab = load_labels(os.fspath(moving_labels))
+        if image_grid is not None and not same_grid(moving_lab.grid, image_grid):
+            raise ValueError(f"moving labels {moving_labels}: grid {moving_lab.grid} is not the moving image's "
+                             f"grid {image_grid}")
         moving_grid = moving_lab.grid
     else:
-        moving_grid = load_image(os.fspath(moving_image)).grid
+        moving_grid = image_grid
     transform = DenseTransform.from_displacement_field(os.fspath(displacement), moving_grid)
     if fixed_lab is not None:
         if transform.fixed_grid.shape != fixed_lab.grid.shape:

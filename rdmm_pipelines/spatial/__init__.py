@@ -4,7 +4,7 @@ and ITK/ANTs displacement-field export.
 Imports only :mod:`rdmm_pipelines.core` (plus torch, numpy and nibabel).
 """
 
-from .grid import Grid, domain_map_to_moving_voxels
+from .grid import Grid, domain_map_to_moving_voxels, same_grid
 from .image import Image, resample_to_grid
 from .intensity import normalize_intensity, percentiles
 from .io import load_image, load_labels, save_image
@@ -17,6 +17,7 @@ from .itk_field import (
 
 __all__ = [
     "Grid",
+    "same_grid",
     "Image",
     "domain_map_to_moving_voxels",
     "resample_to_grid",

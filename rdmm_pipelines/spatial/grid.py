@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Grid", "domain_map_to_moving_voxels"]
+__all__ = ["Grid", "domain_map_to_moving_voxels", "same_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -263,3 +263,8 @@ def domain_map_to_moving_voxels(phi: Tensor, fixed_grid: Grid, moving_grid: Grid
     lin = m[:d, :d] * inv_h[None, :]  # fold 1/h into the linear part
     out = torch.einsum("kl,bl...->bk...", lin, phi)
     return out + m[:d, d].view(1, d, *([1] * d))
+
+
+def same_grid(a: Grid, b: Grid, atol: float = 1e-4) -> bool:
+    """Same shape and the same voxel-to-world affine (to ``atol`` mm)."""
+    return a.shape == b.shape and np.allclose(a.affine_matrix, b.affine_matrix, atol=atol)
