@@ -150,3 +150,19 @@ def test_evaluate_refuses_moving_labels_on_another_grid(files, tmp_path, capsys)
     assert not (tmp_path / "e.json").exists()
     record = json.loads((out / "registration.json").read_text())
     assert record["inputs"]["moving"]["grid"]["shape"] == [24, 24]
+
+
+def test_a_gzip_whose_checksum_fails_is_refused_by_the_library_and_the_baselines(files, tmp_path):
+    from rdmm_pipelines.interfaces.baselines.common import check_inputs
+    from rdmm_pipelines.spatial import load_image
+
+    good = Path(files["moving"]).read_bytes()
+    bad = bytearray(good)
+    bad[-6] ^= 0xFF  # the CRC-32 field of the gzip trailer: nibabel alone reads the voxels happily
+    path = tmp_path / "crc.nii.gz"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="crc.nii.gz: the gzip stream is corrupt"):
+        load_image(path)
+    with pytest.raises(ValueError, match="moving image .*crc.nii.gz: the gzip stream is corrupt"):
+        check_inputs(files["fixed"], path, tmp_path / "out", "", "ants-syn")
+    assert main(["register", str(files["fixed"]), str(path), "--out", str(tmp_path / "o"), "-q"]) == 2

@@ -181,6 +181,13 @@ def _file_grid(p: Path, role: str) -> Grid:
     Every tool must read the same geometry, so only these layouts are accepted (a (X, Y, 1) file
     is 2D for us but 3D for ITK and NiftyReg).
     """
+    from rdmm_pipelines.spatial.io import verify_gzip
+
+    if p.name.lower().endswith(".gz"):  # the tools read it themselves: check the checksum here
+        try:
+            verify_gzip(p)
+        except ValueError as exc:
+            raise ValueError(f"{role} image {exc}") from None
     try:
         img = nib.load(str(p))
     except Exception as exc:

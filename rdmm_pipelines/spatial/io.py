@@ -24,7 +24,7 @@ from ..atomic import atomic_output
 from .grid import Grid
 from .image import Image
 
-__all__ = ["load_image", "load_labels", "save_image", "write_nifti_atomic", "set_geometry"]
+__all__ = ["load_image", "load_labels", "save_image", "write_nifti_atomic", "set_geometry", "verify_gzip"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ def _nifti_suffix(path: Path) -> str:
     raise ValueError(f"{path}: not a NIfTI file name (use .nii or .nii.gz)")
 
 
+def verify_gzip(p: Path, chunk: int = 1 << 22) -> None:
+    """Read a gzip file to its end, so that its CRC-32 and length are checked: nibabel reads only
+    the bytes it needs, and a stream whose checksum fails would otherwise load with corrupted
+    voxels. Costs one more decompression of the file."""
+    try:
+        with gzip.open(p, "rb") as fh:
+            while fh.read(chunk):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{p}: the gzip stream is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+
+
 def _read_nifti(
     path: str | os.PathLike, dtype: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray, Path]:
@@ -52,6 +64,8 @@ def _read_nifti(
         raise FileNotFoundError(f"{p}: no such file")
     if not p.is_file():
         raise ValueError(f"{p}: not a regular file")
+    if p.name.lower().endswith(".gz"):
+        verify_gzip(p)
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises ImageFileError, OSError, zlib/gzip errors, ...
