@@ -101,6 +101,32 @@ def _read_affine(affine: AffineTransform | str | os.PathLike, ndim: int) -> Affi
     return transform
 
 
+#: below this fraction of fixed voxels inside the moving image (after the affine), a warning
+LOW_OVERLAP = 0.1
+
+
+def _check_overlap(to_moving: Tensor, moving_grid: Grid, aligned: bool) -> list[str]:
+    """Refuse a pair whose fields of view do not overlap (before the optimisation, which would
+    return an all-zero warped image), and warn when they barely do.
+
+    to_moving: (1, d, *S_fixed) moving voxel coordinates of the fixed voxels. Returns the warning
+    (empty when the overlap is sound)."""
+    n = torch.tensor(moving_grid.shape, dtype=to_moving.dtype, device=to_moving.device).view(1, -1, *([1] * moving_grid.ndim))
+    inside = ((to_moving >= -0.5) & (to_moving <= n - 0.5)).all(dim=1)
+    fraction = float(inside.double().mean())
+    how = "after the affine pre-registration" if aligned else "without an estimated affine (given or disabled)"
+    if fraction == 0.0:
+        raise ValueError(f"the moving image does not overlap the fixed image {how}: none of the fixed image's voxels "
+                         "falls inside the moving image's field of view; check the images' headers"
+                         + ("" if aligned else ", or let the affine stage align them"))
+    if fraction < LOW_OVERLAP:
+        msg = (f"only {100 * fraction:.1f} % of the fixed image's voxels fall inside the moving image {how}: "
+               "the registration can only use that overlap")
+        log.warning(msg)
+        return [msg]
+    return []
+
+
 def _grid_record(grid: Grid) -> dict:
     """A grid as registration.json records it: shape and 4x4 affine (RAS mm)."""
     return {"shape": list(grid.shape), "affine": [list(row) for row in grid.affine]}
@@ -231,6 +257,7 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     t_affine = time.perf_counter()
     target = fixed_n.batch().to(dev, torch.float32)
     to_moving = transform.moving_voxels(grid, moving_n.grid, dtype=torch.float32, device=dev)
+    notes += _check_overlap(to_moving, moving_n.grid, aligned=given_affine is None and cfg.affine.enabled)
     source = sample_voxel(moving_n.batch().to(dev, torch.float32), to_moving, mode="linear", padding="zeros")
     h0_full = None
     sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale

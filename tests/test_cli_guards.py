@@ -166,3 +166,18 @@ def test_a_gzip_whose_checksum_fails_is_refused_by_the_library_and_the_baselines
     with pytest.raises(ValueError, match="moving image .*crc.nii.gz: the gzip stream is corrupt"):
         check_inputs(files["fixed"], path, tmp_path / "out", "", "ants-syn")
     assert main(["register", str(files["fixed"]), str(path), "--out", str(tmp_path / "o"), "-q"]) == 2
+
+
+def test_images_that_do_not_overlap_are_refused_before_the_optimisation(files, tmp_path, capsys):
+    far = save_image(Image(_blob(1.5), Grid.from_shape((24, 24), origin=(500.0, 0.0, 0.0))), tmp_path / "far.nii.gz")
+    rc = main(["register", str(files["fixed"]), str(far), "--out", str(tmp_path / "o"), "-q", "--no-affine"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "does not overlap" in err and "affine" in err
+    assert not (tmp_path / "o" / "registration.json").exists()
+    half = save_image(Image(_blob(1.5), Grid.from_shape((24, 24), origin=(22.0, 0.0, 0.0))), tmp_path / "half.nii.gz")
+    assert _register(files, tmp_path / "h", "--no-affine") == 0  # the fixture's pair overlaps fully
+    assert main(["register", str(files["fixed"]), str(half), "--out", str(tmp_path / "w"), "-q", "--no-qc",
+                 "--no-affine", "--config", str(files["config"])]) == 0
+    record = json.loads((tmp_path / "w" / "registration.json").read_text())
+    assert any("% of the fixed image's voxels fall inside" in w for w in record["warnings"])
