@@ -181,3 +181,18 @@ def test_images_that_do_not_overlap_are_refused_before_the_optimisation(files, t
                  "--no-affine", "--config", str(files["config"])]) == 0
     record = json.loads((tmp_path / "w" / "registration.json").read_text())
     assert any("% of the fixed image's voxels fall inside" in w for w in record["warnings"])
+
+
+def test_evaluate_records_points_outside_the_grid_and_off_the_plane(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _register(files, out) == 0
+    fixed_pts, moving_pts = tmp_path / "f.txt", tmp_path / "m.txt"
+    fixed_pts.write_text("10 12 0\n300 12 0\n11 13 7\n")  # the 2nd outside, the 3rd 7 mm off the plane
+    moving_pts.write_text("10 12 0\n300 12 0\n11 13 0\n")
+    rc = main(["evaluate", str(out), "--fixed-labels", str(files["fixed_labels"]), "--moving-labels",
+               str(files["moving_labels"]), "--fixed-points", str(fixed_pts), "--moving-points", str(moving_pts),
+               "--out", str(tmp_path / "e.json")])
+    assert rc == 0
+    warnings = json.loads((tmp_path / "e.json").read_text())["warnings"]
+    assert any("1 of 3 fixed points lie outside the fixed grid" in w for w in warnings), warnings
+    assert any("1 of 3 fixed points lie off the 2D image's plane (up to 7 mm)" in w for w in warnings), warnings

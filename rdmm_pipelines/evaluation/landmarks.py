@@ -30,6 +30,8 @@ __all__ = ["read_points", "lps_to_ras", "ras_to_lps", "transform_points", "targe
 logger = logging.getLogger(__name__)
 
 _CONVENTIONS = ("RAS", "LPS")
+#: mm: a landmark farther than this from a 2D image's plane gets a warning (its normal component is dropped)
+_OFF_PLANE_MM = 1e-3
 # a point may lie this many voxels outside the first/last voxel centre before it is "outside"
 _OUTSIDE_TOL = 1e-6
 
@@ -231,8 +233,7 @@ def transform_points(
     if moving_grid.ndim != d:
         raise ValueError(f"fixed grid is {d}D but moving grid is {moving_grid.ndim}D")
     vox = fixed_grid.world_to_voxel(pts)  # (P, d)
-    upper = np.asarray(fixed_grid.shape, dtype=np.float64) - 1.0
-    outside = np.any((vox < -_OUTSIDE_TOL) | (vox > upper + _OUTSIDE_TOL), axis=1)
+    outside = _outside(pts, fixed_grid)
     if outside.any():
         idx = np.flatnonzero(outside)
         logger.warning(
@@ -244,6 +245,14 @@ def transform_points(
     mv = sample_voxel(field, coords, mode="linear", padding="border")  # (1, d, P, 1[, 1])
     mv = mv.reshape(d, pts.shape[0]).T.cpu().numpy()
     return moving_grid.voxel_to_world(mv)
+
+
+def _outside(points: np.ndarray, grid: Grid) -> np.ndarray:
+    """(P,) bool: the world points whose voxel coordinates lie beyond the grid's first/last voxel
+    centres by more than the tolerance."""
+    vox = grid.world_to_voxel(points)
+    upper = np.asarray(grid.shape, dtype=np.float64) - 1.0
+    return np.any((vox < -_OUTSIDE_TOL) | (vox > upper + _OUTSIDE_TOL), axis=1)
 
 
 def _summary(errors: np.ndarray) -> dict[str, float]:
@@ -282,7 +291,9 @@ def target_registration_error(
 
     Returns:
         ``{"n_points": P, "errors": [e_i], "mean", "std" (ddof 0), "median", "max",
-        "before": {"errors": [b_i], "mean", "std", "median", "max"}}``.
+        "before": {"errors": [b_i], "mean", "std", "median", "max"}, "warnings": [...]}``; the
+        warnings name points outside the fixed grid and, for 2D grids, points off the image's
+        plane (their normal component dropped); evaluation records carry them.
 
     Raises:
         ValueError: the point counts differ or are zero.
@@ -295,8 +306,20 @@ def target_registration_error(
         )
     if f.shape[0] == 0:
         raise ValueError("no landmarks given (0 points)")
+    warnings = []
+    for name, pts, grid in (("fixed", f, fixed_grid), ("moving", m, moving_grid)):
+        # z = 0 is what a file of 2 coordinates gives (documented: it does not count); a third
+        # coordinate that puts a point off the plane is dropped, and said so
+        off = np.linalg.norm(pts - _onto_plane(pts, grid), axis=1) * (np.abs(pts[:, 2]) > _OFF_PLANE_MM)
+        if off.max() > _OFF_PLANE_MM:
+            warnings.append(f"{int((off > _OFF_PLANE_MM).sum())} of {len(off)} {name} points lie off the 2D image's "
+                            f"plane (up to {off.max():.3g} mm): their component normal to it was dropped")
     f = _onto_plane(f, fixed_grid)
     m = _onto_plane(m, moving_grid)
+    outside = np.flatnonzero(_outside(f, fixed_grid))
+    if outside.size:
+        warnings.append(f"{outside.size} of {f.shape[0]} fixed points lie outside the fixed grid (point indices "
+                        f"{outside[:20].tolist()}): they get the map's border value")
     mapped = _onto_plane(transform_points(f, moving_voxels, fixed_grid, moving_grid), moving_grid)
     errors = np.linalg.norm(mapped - m, axis=1)
     before = np.linalg.norm(f - m, axis=1)
@@ -305,4 +328,5 @@ def target_registration_error(
         "errors": errors.tolist(),
         **_summary(errors),
         "before": {"errors": before.tolist(), **_summary(before)},
+        "warnings": warnings,
     }

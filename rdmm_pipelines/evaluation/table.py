@@ -206,6 +206,8 @@ def evaluation_record(
             dice = {int(v): math.nan for v in labels} if labels is not None else {}
         else:
             dice = dice_per_label(_data(warped_labels), _data(fixed_labels), labels)
+    if tre is not None:
+        warnings = [*warnings, *tre.get("warnings", ())]
     for w in warnings:
         logger.warning("%s / %s: %s", pair_id, method, w)
     folds = None
