@@ -80,8 +80,11 @@ def check_nifti(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
     """attrs validator: a ``.nii.gz`` input must decompress to a NIfTI-1 or NIfTI-2 header.
 
     fileformats checks only the gzip magic number of a ``.nii.gz``; this also reads the first
-    540 decompressed bytes, so a truncated or foreign gzip file is refused when the task is built
-    rather than when it runs. (``.nii`` files have their magic number checked by fileformats.)
+    540 decompressed bytes, so a foreign file (or one cut inside its header) is refused when the
+    task is built rather than when it runs. A file truncated or corrupt further on is refused when
+    the task runs: the library reads every ``.nii.gz`` to its end and checks its gzip checksum
+    (``spatial.io.verify_gzip``) before any work. (``.nii`` files have their magic number checked
+    by fileformats.)
     """
     if _skip(value):
         return

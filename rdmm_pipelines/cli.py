@@ -70,7 +70,8 @@ def _check_network_options(args: argparse.Namespace) -> None:
     if not args.weights:
         raise ValueError(f"--model {args.model} needs --weights: a checkpoint from `rdmm train`")
     unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
-                                       ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine))
+                                       ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine),
+                                       ("--deterministic", args.deterministic))
               if value]
     if unused:
         raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
@@ -113,7 +114,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
-                          affine=args.affine, device=args.device, progress=update, threads=args.threads)
+                          affine=args.affine, device=args.device, progress=update, threads=args.threads,
+                          deterministic=args.deterministic)
     finally:
         close()
     return _finish_register(args, result)
@@ -422,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: one per million fixed-image voxels, at most the CPUs available; "
                         "a 2D slice or a 2 mm brain runs on one; 0: all available)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="one thread and deterministic algorithms: a rerun gives a bit-identical result")
     r.add_argument("--seed", type=int, default=None, help="random seed recorded with the result")
     r.add_argument("--affine", default=None,
                    help="use this affine (ITK .txt or ANTs .mat, fixed-to-moving) instead of estimating one")

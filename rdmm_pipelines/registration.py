@@ -6,6 +6,7 @@ everything is objects. Inputs are validated before any heavy work.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -151,6 +152,7 @@ def register(
     device: str | torch.device = "auto",
     progress: Callable[[IterationRecord, int], None] | None = None,
     threads: int | None = None,
+    deterministic: bool = False,
 ) -> RegistrationResult:
     """Register ``moving`` (source I0) to ``fixed`` (target I1).
 
@@ -170,6 +172,9 @@ def register(
             ``threads.VOXELS_PER_THREAD`` (10^6) fixed-image voxels, at most torch's current count
             (:func:`~rdmm_pipelines.threads.registration_threads`: a 2D slice and a 2 mm brain run
             on one); 0: all CPUs available to the process.
+        deterministic: one thread and torch's deterministic algorithms, so that a rerun with
+            the same seed gives a bit-identical result (recorded in registration.json); with
+            several threads the order of floating-point reductions varies between runs.
 
     Returns:
         A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
@@ -179,6 +184,8 @@ def register(
     cfg = resolve_config(model, config, preset, regularizer)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be a non-negative integer (0: all available CPUs) or None; got {threads!r}")
+    if deterministic and threads not in (None, 1):
+        raise ValueError(f"a deterministic registration runs on one thread; got threads={threads}")
     fixed_img, moving_img = as_image(fixed, "fixed image"), as_image(moving, "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise ValueError(f"fixed image is {fixed_img.ndim}D but moving image is {moving_img.ndim}D")
@@ -206,10 +213,16 @@ def register(
 
     given_affine = _read_affine(affine, fixed_img.ndim) if affine is not None else None
     dev = resolve_device(device)
-    n_threads = registration_threads(fixed_img.grid.numel) if threads is None else threads
+    n_threads = 1 if deterministic else registration_threads(fixed_img.grid.numel) if threads is None else threads
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     with thread_limits(n_threads, environment=False):
-        return _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
-                                 given_affine, dev, progress, t0)
+        try:
+            torch.use_deterministic_algorithms(deterministic or was_deterministic)
+            result = _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
+                                       given_affine, dev, progress, t0)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+    return dataclasses.replace(result, deterministic=deterministic or was_deterministic)
 
 
 def kernel_sigmas(cfg: RegistrationConfig, grid: Grid) -> tuple[float, ...]:

@@ -113,6 +113,7 @@ class RegistrationResult:
         shot_steps, shot_cfl: time steps of the final shot (they follow the flow) and its largest
             Courant number dt max sum_k |v_k| / h_k.
         scales: per scale of the optimiser, its shapes, iterations, evaluations, seconds and why it stopped.
+        deterministic: run on one thread with torch's deterministic algorithms (bit-identical reruns).
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
 
@@ -136,6 +137,7 @@ class RegistrationResult:
     shot_steps: int | None = None
     shot_cfl: float | None = None
     scales: list[dict[str, Any]] = field(default_factory=list)
+    deterministic: bool = False
 
     # ------------------------------------------------------------------ applying
     def moving_voxels(self, grid: Grid | None = None) -> Tensor:
@@ -261,6 +263,7 @@ class RegistrationResult:
             "versions": versions(),
             "device": self.device,
             "seed": self.config.seed,
+            "deterministic": self.deterministic,
             "inputs": self.inputs,
             "timings_seconds": self.timings,
             "energies": self.energies(),

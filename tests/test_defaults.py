@@ -181,3 +181,22 @@ def test_a_bad_thread_count_is_refused_before_any_work(tmp_path, capsys):
 
     assert main(["register", "a.nii.gz", "b.nii.gz", "--out", str(tmp_path / "o"), "--threads", "-2"]) == 2
     assert "threads must be" in capsys.readouterr().err
+
+
+def test_deterministic_reruns_are_bit_identical_and_recorded(tmp_path):
+    from rdmm_pipelines.synthetic import make_phantom_3d
+
+    p = make_phantom_3d(3, (20, 20, 20))
+    grid = Grid.from_shape((20, 20, 20), spacing=p.spacing)
+    cfg = get_preset("default", "lddmm")
+    cfg = cfg.replace(affine=cfg.affine.replace(enabled=False),
+                      optimizer=OptimizerConfig(scales=(0.5, 1.0), iterations=(4, 4)))
+    runs = [register(Image(p.target, grid), Image(p.source, grid), config=cfg, device="cpu", deterministic=True)
+            for _ in range(2)]
+    assert torch.equal(runs[0].phi, runs[1].phi)
+    assert runs[0].device == "cpu (1 threads)" and runs[0].deterministic
+    assert not torch.are_deterministic_algorithms_enabled()  # restored
+    record = json.loads(runs[0].save(tmp_path / "r")["record"].read_text())
+    assert record["deterministic"] is True
+    with pytest.raises(ValueError, match="one thread"):
+        register(Image(p.target, grid), Image(p.source, grid), config=cfg, deterministic=True, threads=2)
