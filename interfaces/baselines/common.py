@@ -183,15 +183,15 @@ def _file_grid(p: Path, role: str) -> Grid:
     """
     from rdmm_pipelines.spatial.io import verify_gzip
 
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:
+        raise ValueError(f"{role} image {p}: cannot be read as NIfTI ({exc})") from exc
     if p.name.lower().endswith(".gz"):  # the tools read it themselves: check the checksum here
         try:
             verify_gzip(p)
         except ValueError as exc:
             raise ValueError(f"{role} image {exc}") from None
-    try:
-        img = nib.load(str(p))
-    except Exception as exc:
-        raise ValueError(f"{role} image {p}: cannot be read as NIfTI ({exc})") from exc
     shape = tuple(int(n) for n in img.shape)
     if len(shape) not in (2, 3) or min(shape) < 2:
         raise ValueError(

@@ -64,12 +64,12 @@ def _read_nifti(
         raise FileNotFoundError(f"{p}: no such file")
     if not p.is_file():
         raise ValueError(f"{p}: not a regular file")
-    if p.name.lower().endswith(".gz"):
-        verify_gzip(p)
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises ImageFileError, OSError, zlib/gzip errors, ...
         raise ValueError(f"{p}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from exc
+    if p.name.lower().endswith(".gz"):  # a NIfTI header: now the whole stream and its checksum
+        verify_gzip(p)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{p}: is a {type(img).__name__}, not a NIfTI image")
     if any(int(n) == 0 for n in img.shape):
