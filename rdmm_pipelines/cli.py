@@ -193,8 +193,8 @@ def _check_label_inputs(args: argparse.Namespace) -> None:
             load_labels(path)
         except FileNotFoundError:
             raise ValueError(f"{flag} {path}: file not found") from None
-        except (ValueError, OSError) as err:
-            raise ValueError(f"{flag} {path}: {err}") from None
+        except (ValueError, OSError) as err:  # the message names the file already
+            raise ValueError(f"{flag}: {err}") from None
 
 
 def _output_names() -> set[str]:
@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"rdmm {args.command}: error: {err}", file=sys.stderr)
+        print(f"rdmm {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print(f"rdmm {args.command}: interrupted; no complete result was recorded", file=sys.stderr)
