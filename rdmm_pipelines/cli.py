@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -98,6 +99,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     _check_network_options(args)
     _check_output_dir(out, args.overwrite)
     _check_label_inputs(args)
+    _check_free_space(out, args.fixed)
     if args.model in NETWORK_MODELS:
         return _finish_register(args, _register_with_network(args))
     config, preset = _load_config(args), args.preset
@@ -177,6 +179,28 @@ def _check_output_dir(out: Path, overwrite: bool = False) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: {existing} is not writable")
+
+
+def _check_free_space(out: Path, fixed: str) -> None:
+    """Refuse, before any work, an --out whose file system cannot hold the result: about 64 bytes
+    per fixed-image voxel uncompressed (warped image, displacement field and composite transform in
+    float64, det J, momentum, RDMM maps) plus 2 MB for the QC report."""
+    import shutil
+
+    import nibabel as nib
+
+    try:
+        voxels = math.prod(int(n) for n in nib.load(fixed).shape[:3])
+    except Exception:  # an unreadable fixed image is reported, with its name, by register()
+        return
+    need = 64 * voxels + (2 << 20)
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise ValueError(f"--out {out}: {free / 2**20:.1f} MB free on its file system, a result needs about "
+                         f"{need / 2**20:.0f} MB")
 
 
 def _check_label_inputs(args: argparse.Namespace) -> None:

@@ -196,3 +196,39 @@ def test_evaluate_records_points_outside_the_grid_and_off_the_plane(files, tmp_p
     warnings = json.loads((tmp_path / "e.json").read_text())["warnings"]
     assert any("1 of 3 fixed points lie outside the fixed grid" in w for w in warnings), warnings
     assert any("1 of 3 fixed points lie off the 2D image's plane (up to 7 mm)" in w for w in warnings), warnings
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (root only: skipped where mounting is not allowed)."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_refused_before_the_work_and_a_save_that_runs_out_leaves_no_final_file(files, tmp_path,
+                                                                                             tiny_disk, capsys):
+    from rdmm_pipelines import register
+    from rdmm_pipelines.config import RegistrationConfig
+
+    big = save_image(Image(torch.rand(1, 96, 96), Grid.from_shape((96, 96))), tmp_path / "big.nii.gz")
+    t0 = time.perf_counter()
+    assert main(["register", str(big), str(big), "--out", str(tiny_disk / "out"), "-q"]) == 2
+    assert "MB free on its file system" in capsys.readouterr().err and time.perf_counter() - t0 < 5
+    # the library's save on a disk that fills up: an error, and nothing under a final name
+    cfg = RegistrationConfig.from_dict(json.loads(Path(files["config"]).read_text()))
+    r = register(str(big), str(big), config=cfg, device="cpu")
+    with pytest.raises(OSError):
+        r.save(tiny_disk / "lib")
+    left = {p.name for p in (tiny_disk / "lib").iterdir()} if (tiny_disk / "lib").exists() else set()
+    assert "registration.json" not in left and not any(n.startswith(".") for n in left)
+    from rdmm_pipelines.spatial import load_image
+
+    for name in left:  # whatever was completed before the disk filled is whole
+        load_image(tiny_disk / "lib" / name)
