@@ -162,16 +162,22 @@ def _finish_register(args: argparse.Namespace, result) -> int:
 
 def _check_output_dir(out: Path, overwrite: bool = False) -> None:
     """Refuse, before any work, an --out that is a file, lies in a directory this user cannot
-    write to, or holds a result (unless ``overwrite``); remove temporaries an interrupted run
-    left there."""
+    write to, or holds a result (a registration.json; unless ``overwrite``); remove what an
+    unfinished run left there (result files without a record, temporaries)."""
     from .result import holds_result, stale_temporaries
 
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
     present = holds_result(out)
-    if present and not overwrite:
+    if "registration.json" in present and not overwrite:
         raise ValueError(f"--out {out}: holds a registration result ({', '.join(present[:3])}"
                          f"{', ...' if len(present) > 3 else ''}); give --overwrite to replace it, or another --out")
+    if present and "registration.json" not in present:  # no record: the leftovers of an unfinished run
+        from .result import clear_result
+
+        log.warning("--out %s: removing the files of an unfinished run (no registration.json): %s", out,
+                    ", ".join(present))
+        clear_result(out)
     for tmp in stale_temporaries(out):
         tmp.unlink(missing_ok=True)
     existing = out

@@ -232,3 +232,32 @@ def test_a_full_disk_is_refused_before_the_work_and_a_save_that_runs_out_leaves_
 
     for name in left:  # whatever was completed before the disk filled is whole
         load_image(tiny_disk / "lib" / name)
+
+
+def test_killed_at_any_moment_a_run_leaves_no_record_and_no_partial_file_and_the_next_run_completes(files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from rdmm_pipelines.spatial import load_image
+
+    cfg = json.loads(Path(files["config"]).read_text())
+    cfg["optimizer"] = {"scales": [0.5, 1.0], "iterations": [40, 40], "window": 0}
+    (tmp_path / "slow.json").write_text(json.dumps(cfg))
+    big = save_image(Image(torch.rand(1, 128, 128), Grid.from_shape((128, 128))), tmp_path / "big.nii.gz")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "rdmm_pipelines.cli", "register", str(big), str(files["moving"]), "--out", str(out),
+           "-q", "--config", str(tmp_path / "slow.json")]
+    for delay in (1.0, 2.0, 3.0):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / "registration.json").exists():  # finished before the kill: nothing to check
+            break
+        for p in (out.iterdir() if out.exists() else []):  # (hidden temporaries may stay: the next run removes them)
+            if p.name.endswith(".nii.gz") and not p.name.startswith("."):
+                load_image(p)  # a file under a final name is whole
+    rc = subprocess.run(cmd, capture_output=True, text=True).returncode  # no --overwrite needed
+    assert rc == 0 and (out / "registration.json").is_file()
+    assert not any(p.name.startswith(".") for p in out.iterdir())
