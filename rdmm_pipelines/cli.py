@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input or usage (a one-line message on stderr), 1 un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -89,17 +90,24 @@ def _register_with_network(args: argparse.Namespace):
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .registration import register
-
     out = Path(args.out)
     for given in (args.fixed, args.moving, args.region_labels, args.fixed_labels, args.moving_labels,
                   args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in _output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
     _check_network_options(args)
-    _check_output_dir(out, args.overwrite)
-    _check_label_inputs(args)
-    _check_free_space(out, args.fixed)
+    _check_output_dir(out)
+    with _output_lock(out):  # one run at a time writes into a folder
+        _prepare_output_dir(out, args.overwrite)
+        _check_label_inputs(args)
+        _check_free_space(out, args.fixed)
+        return _run_register(args)
+
+
+def _run_register(args: argparse.Namespace) -> int:
+    """The registration of ``rdmm register`` once its inputs and --out are checked."""
+    from .registration import register
+
     if args.model in NETWORK_MODELS:
         return _finish_register(args, _register_with_network(args))
     config, preset = _load_config(args), args.preset
@@ -160,14 +168,47 @@ def _finish_register(args: argparse.Namespace, result) -> int:
     return 0
 
 
-def _check_output_dir(out: Path, overwrite: bool = False) -> None:
-    """Refuse, before any work, an --out that is a file, lies in a directory this user cannot
-    write to, or holds a result (a registration.json; unless ``overwrite``); remove what an
-    unfinished run left there (result files without a record, temporaries)."""
-    from .result import holds_result, stale_temporaries
-
+def _check_output_dir(out: Path) -> None:
+    """Refuse, before any work, an --out that is a file or lies in a directory this user cannot
+    write to."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a directory")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
+
+
+#: held (flock) by the run writing into an --out; released by the kernel if the run is killed
+LOCK_NAME = ".rdmm-register.lock"
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path):
+    """Hold an exclusive lock on --out while a run writes into it: a second run into the same
+    folder is refused instead of mixing its files with the first's."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_NAME
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another rdmm register is writing into it; wait for it or choose "
+                             "another --out") from None
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
+def _prepare_output_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuse an --out that holds a result (a registration.json; unless ``overwrite``); remove
+    what an unfinished run left there (result files without a record, temporaries)."""
+    from .result import holds_result, stale_temporaries
+
     present = holds_result(out)
     if "registration.json" in present and not overwrite:
         raise ValueError(f"--out {out}: holds a registration result ({', '.join(present[:3])}"
@@ -180,11 +221,6 @@ def _check_output_dir(out: Path, overwrite: bool = False) -> None:
         clear_result(out)
     for tmp in stale_temporaries(out):
         tmp.unlink(missing_ok=True)
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {existing} is not writable")
 
 
 def _check_free_space(out: Path, fixed: str) -> None:

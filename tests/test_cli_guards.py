@@ -261,3 +261,16 @@ def test_killed_at_any_moment_a_run_leaves_no_record_and_no_partial_file_and_the
     rc = subprocess.run(cmd, capture_output=True, text=True).returncode  # no --overwrite needed
     assert rc == 0 and (out / "registration.json").is_file()
     assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(files, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with open(out / ".rdmm-register.lock", "w") as fh:  # what a running `rdmm register` holds
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert _register(files, out) == 2
+        assert "another rdmm register is writing into it" in capsys.readouterr().err
+    assert _register(files, out) == 0  # released: the next run goes ahead
+    assert not (out / ".rdmm-register.lock").exists()
