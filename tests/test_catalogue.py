@@ -60,6 +60,13 @@ def lab(tmp_path):
     (d / "broken.json").write_text('{"model": ')
     files["bad_config"], files["broken_config"] = d / "bad.json", d / "broken.json"
     (d / "warped.nii.gz").write_bytes(Path(files["moving"]).read_bytes())  # an input under an output's name
+    singular = nib.Nifti1Image(img, None)
+    collapsed = np.eye(4)
+    collapsed[0, 0] = 0.0  # the first axis has no extent in the world
+    singular.header.set_sform(collapsed, code=1)
+    singular.header.set_qform(None, code=0)
+    nib.save(singular, str(d / "singular.nii.gz"))
+    files["singular"] = d / "singular.nii.gz"
     (tmp_path / "afile").write_text("x")
     return tmp_path, files
 
@@ -72,6 +79,7 @@ CASES = [
     ("truncated", ["{fixed}", "{truncated}"], r"truncated\.nii\.gz: .*(truncated|corrupt)"),
     ("checksum fails", ["{fixed}", "{crc}"], r"crc\.nii\.gz: the gzip stream is corrupt"),
     ("header without data", ["{fixed}", "{header_only}"], r"header_only\.nii\.gz: .*(truncated|corrupt)"),
+    ("singular header", ["{fixed}", "{singular}"], r"singular\.nii\.gz: affine is singular"),
     ("2D against 3D", ["{fixed}", "{vol}"], r"fixed image is 2D but moving image is 3D"),
     ("channels differ", ["{fixed}", "{two_channels}"], r"channels"),
     ("NaN", ["{fixed}", "{nan}"], r"nan\.nii\.gz: image contains \d+ NaN or infinite"),

@@ -118,7 +118,7 @@ def load_image(path: str | os.PathLike, *, dtype: str = "float") -> Image:
     arr, affine, p = _read_nifti(path, np_dtype)
     data = _to_channels_first(arr, p)
     image = Image(torch.from_numpy(np.ascontiguousarray(data)).to(_FLOAT_DTYPES[dtype]),
-                  Grid(data.shape[1:], affine))
+                  _file_grid(data.shape[1:], affine, p))
     logger.debug("read %s: %r", p, image)
     return image
 
@@ -137,7 +137,15 @@ def load_labels(path: str | os.PathLike) -> Image:
     if np.abs(rounded).max() >= 2**62:
         raise ValueError(f"{p}: label values too large for int64")
     data = _to_channels_first(rounded.astype(np.int64), p)
-    return Image(torch.from_numpy(np.ascontiguousarray(data)), Grid(data.shape[1:], affine))
+    return Image(torch.from_numpy(np.ascontiguousarray(data)), _file_grid(data.shape[1:], affine, p))
+
+
+def _file_grid(shape, affine: np.ndarray, p: Path) -> Grid:
+    """The grid of a file's data, with the file named in any error (a singular header, ...)."""
+    try:
+        return Grid(shape, affine)
+    except ValueError as err:
+        raise ValueError(f"{p}: {err}") from None
 
 
 def _disk_array(image: Image) -> np.ndarray:
