@@ -395,9 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-baseline", action="store_true", help="leave the demons baseline out")
     d.add_argument("--iterations", type=int, nargs=3, default=None, metavar=("COARSE", "MID", "FINE"),
                    help="L-BFGS iterations per scale (default: 20 20 20)")
-    d.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf")
+    d.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf",
+                   help="cf: processes on this machine; slurm: one sbatch job per task; debug: in-process")
     d.add_argument("--jobs", type=int, default=None, help="cf worker: concurrent processes (default: all CPUs)")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     d.set_defaults(func=cmd_demo)
 
@@ -406,19 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("image", help="image in moving space (with --inverse: in fixed space)")
     a.add_argument("--out", required=True, help="output NIfTI")
     a.add_argument("--labels", action="store_true", help="the image is a label map (nearest neighbour)")
-    a.add_argument("--interpolation", choices=("linear", "nearest"), default="linear")
+    a.add_argument("--interpolation", choices=("linear", "nearest"), default="linear",
+                   help="how intensities are resampled (label maps: nearest, see --labels)")
     a.add_argument("--inverse", action="store_true", help="go back: resample a fixed-space image onto the moving grid")
     a.add_argument("--reference", default=None, help="with --inverse: an image on the moving grid")
     a.set_defaults(func=cmd_apply)
 
     e = sub.add_parser("evaluate", help="Dice, Jacobian folds and landmark TRE of a saved registration")
     e.add_argument("result", help="result directory (or its displacement_itk.nii.gz)")
-    e.add_argument("--fixed-labels", required=True)
-    e.add_argument("--moving-labels", required=True)
+    e.add_argument("--fixed-labels", required=True, help="label map of the fixed image")
+    e.add_argument("--moving-labels", required=True, help="label map of the moving image (on its grid)")
     e.add_argument("--fixed-points", default=None, help="landmarks in fixed space (text or CSV, world RAS mm)")
     e.add_argument("--moving-points", default=None, help="corresponding landmarks in moving space")
     e.add_argument("--onehot", action="store_true", help="warp labels by one-hot linear interpolation")
-    e.add_argument("--pair-id", default=None)
+    e.add_argument("--pair-id", default=None, help="the pair's name in the record (default: the result folder's)")
     e.add_argument("--method", default=None,
                    help="method named in the record (default: the model in the result's registration.json)")
     e.add_argument("--out", required=True, help="evaluation JSON")
@@ -445,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cache", default=None, help="pydra cache (default OUT/cache); reuse it to resume")
     c.add_argument("--rerun", action="store_true", help="ignore cached results and run everything again")
     c.add_argument("--config", default=None, help="registration configuration JSON for our methods")
-    c.add_argument("--preset", default=None)
-    c.add_argument("--device", default="auto")
+    c.add_argument("--preset", default=None, help="configuration preset of our methods (see `rdmm presets`)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (resolved in each task)")
     c.add_argument("--threads", type=int, default=0, help="threads per task (0: all)")
     c.add_argument("--no-qc", action="store_true", help="skip the per-pair QC figures")
     c.set_defaults(func=cmd_cohort)
@@ -468,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("presets", help="list the configuration presets")
     s.add_argument("--show", action="store_true", help="print each preset's full configuration")
-    s.add_argument("--model", choices=MODELS, default="rdmm")
+    s.add_argument("--model", choices=MODELS, default="rdmm", help="the model the presets are shown for")
     s.set_defaults(func=cmd_presets)
     return p
 

@@ -274,3 +274,15 @@ def test_a_second_run_into_a_folder_being_written_is_refused(files, tmp_path, ca
         assert "another rdmm register is writing into it" in capsys.readouterr().err
     assert _register(files, out) == 0  # released: the next run goes ahead
     assert not (out / ".rdmm-register.lock").exists()
+
+
+def test_every_command_line_option_has_help_text():
+    import argparse
+
+    from rdmm_pipelines.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    missing = [(name, action.option_strings or action.dest) for name, sub in commands.items()
+               for action in sub._actions if not action.help and not isinstance(action, argparse._HelpAction)]
+    assert missing == []
