@@ -47,13 +47,14 @@ def report_pair(
     sigma_t0: os.PathLike | str | None = None,
     sigma_t1: os.PathLike | str | None = None,
 ) -> dict[str, ty.Any]:
-    """Write ``{subject_id}_{method}_qc.png`` and a self-contained ``{subject_id}_{method}_qc.html``
+    """Write ``{subject_id}_{method}_qc.png``, the before/after reportlet
+    ``{subject_id}_{method}_qc_flicker.svg`` and a self-contained ``{subject_id}_{method}_qc.html``
     into ``out_dir`` (default: the working directory): source, target, before/after differences,
     the deformed grid and det J (computed from the displacement field unless ``jacobian`` is
     given), with label contours and the evaluation's numbers when given, and RDMM's sigma(x)
     at t = 0 and t = 1 when ``sigma_t0`` and ``sigma_t1`` (maps on the fixed grid) are given."""
     from rdmm_pipelines.evaluation import jacobian_determinant_physical
-    from rdmm_pipelines.qc import render_qc, write_html_report
+    from rdmm_pipelines.qc import flicker_svg, render_qc, write_html_report
     from rdmm_pipelines.spatial import Image, load_image, load_labels, resample_to_grid
     from rdmm_pipelines.transforms import DenseTransform
 
@@ -69,15 +70,18 @@ def report_pair(
     warped_lab = None if moving_labels is None else transform.apply(load_labels(os.fspath(moving_labels)))
     metrics = _metrics(evaluation)
     heading = title or f"{method}: {subject_id}"
+    warped_img = load_image(os.fspath(warped))
     png = render_qc(
         output_path(subject_id, method, "qc", ".png", out_dir),
         fixed=fixed_img, moving_on_fixed=resample_to_grid(moving_img, fixed_img.grid),
-        warped=load_image(os.fspath(warped)), moving_voxels=transform.moving_voxels, jacobian=det,
+        warped=warped_img, moving_voxels=transform.moving_voxels, jacobian=det,
         fixed_labels=fixed_lab, warped_labels=warped_lab, title=heading, metrics=metrics,
         sigma_t0=None if sigma_t0 is None else load_image(os.fspath(sigma_t0)),
         sigma_t1=None if sigma_t1 is None else load_image(os.fspath(sigma_t1)))
+    svg = flicker_svg(output_path(subject_id, method, "qc_flicker", ".svg", out_dir), fixed=fixed_img,
+                      warped=warped_img, fixed_labels=fixed_lab)
     html = write_html_report(output_path(subject_id, method, "qc", ".html", out_dir), png, metrics, heading)
-    return {"png": png, "html": html}
+    return {"png": png, "svg": svg, "html": html}
 
 
 def _run_report(
@@ -89,7 +93,7 @@ def _run_report(
         lambda: report_pair(fixed, moving, warped, displacement, subject_id=subject_id, method=method,
                             jacobian=jacobian, fixed_labels=fixed_labels, moving_labels=moving_labels,
                             evaluation=evaluation, title=title, sigma_t0=sigma_t0, sigma_t1=sigma_t1),
-        {"png": None, "html": None},
+        {"png": None, "svg": None, "html": None},
         what=f"{subject_id}: VisualReport ({method})",
         error_file=output_path(subject_id, method, "qc_error", ".txt"))
 
@@ -140,12 +144,14 @@ class VisualReport(Task["VisualReport.Outputs"]):
         """
         Args:
             png: the figure, {subject_id}_{method}_qc.png.
+            svg: the before/after flicker reportlet, {subject_id}_{method}_qc_flicker.svg.
             html: the self-contained page, {subject_id}_{method}_qc.html.
             status: "ok" or "failed".
             message: the error when failed ("" when ok).
         """
 
         png: Png | None
+        svg: File | None
         html: File | None  # fileformats 0.22 defines text.Html but does not export it
         status: str
         message: str

@@ -49,7 +49,7 @@ OUTPUT_FILES = {
 
 
 #: the QC report ``rdmm register`` writes beside a result (before its record)
-QC_FILES = ("qc.png", "qc.html")
+QC_FILES = ("qc.png", "qc_flicker.svg", "qc.html")
 
 
 def _result_names() -> tuple[str, ...]:

@@ -129,10 +129,10 @@ def test_render_qc_3d_three_slices_through_a_label(tmp_path):
     where = (pair.target_labels == 3).nonzero()
     centre = [int(round((lo + hi) / 2)) for lo, hi in zip(where.min(0).values.tolist(), where.max(0).values.tolist())]
     labels = " ".join(t.get_text() for t in fig.texts)
-    for k in range(3):
-        assert f"axis {k} = {centre[k]} of 24" in labels
-    # sagittal view (normal = axis 0): rows are axis 1 (1.5 mm), columns axis 2 (3 mm): twice as wide
-    assert panel_ratio(fig, "target", "0") == pytest.approx(0.5, rel=0.02)
+    for k, name in enumerate(("sagittal", "coronal", "axial")):  # an RAS grid: canonical = array order
+        assert f"{name}: slice {centre[k]} of 24" in labels
+    # sagittal view (normal = axis 0, R): rows are S (axis 2, 3 mm), columns A (axis 1, 1.5 mm): twice as high
+    assert panel_ratio(fig, "target", "0") == pytest.approx(2.0, rel=0.02)
     assert panel_ratio(fig, "target", "2") == pytest.approx(1.0, rel=0.02)
     with pytest.raises(ValueError, match="label 99"):
         qc_figure(**kw, slice_at=99)

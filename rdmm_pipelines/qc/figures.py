@@ -3,22 +3,25 @@
 Every figure shows, per view, two rows of panels of about 3 inches each (dpi 100):
 
 * row 1: source (the moving image resampled on the fixed grid), target (the fixed image), warped
-  source, |target - source| (before) and |target - warped| (after) on one colour scale;
+  source, |target - source| (before) and |target - warped| (after);
 * row 2: label contours over the warped image (fixed labels cyan, warped labels red; only with
   labels), the deformed grid (iso-lines of the map's moving-voxel coordinates over the warped
   image), det J (``RdBu_r`` on [0, 2], centred at 1, folds det J <= 0 filled in lime with a legend
-  giving their count and percentage) and, for RDMM, sigma(x) at t = 0 and t = 1 (one colour scale
-  for both, colourbar in mm).
+  giving their count and percentage) and, for RDMM, sigma(x) at t = 0 and t = 1.
 
-A 2D image has one view. A 3D image has three: the slices normal to array axes 0, 1 and 2 through
-the image centre, a label's bounding-box centre or a given voxel (``slice_at``); each is named
-sagittal / coronal / axial after the world (RAS) axis its normal is closest to.
+Display scales: each image on its own robust scale (the target on the fixed image's percentiles,
+source and warped on the moving image's: they are one image's intensities); the two difference
+maps on one scale, computed on normalised intensities (each image's ``windows`` mapped to [0, 1]
+and clamped, as :func:`~rdmm_pipelines.spatial.normalize_intensity` makes them for the
+registration), so images of different ranges (MNI 0-8364 against Colin27 0-133) compare. sigma(x)
+uses the kernel's sigma range (``sigma_range``, the preset's narrowest to widest sigma), not the
+maps' own spread, and the spread is printed in the title.
 
-Display convention: array axis ``a`` (the lower of the two in-plane axes) runs down the rows,
-axis ``b`` across the columns, index 0 at the top left (``origin="upper"``, as
-``plt.imshow(array)`` shows it); images are shown in voxel order, not reoriented to a radiological
-convention. Pixels are drawn with their physical size (``extent`` in mm from the grid spacing), so
-anisotropic voxels keep their true aspect ratio.
+Views (:mod:`.views`): a 2D image has one, in array order; a 3D image is shown in its closest RAS
+orientation from the affine: sagittal, coronal and axial, neurological (the subject's left on the
+left) or radiological, with L/R, A/P and S/I letters on every panel and the convention in the
+footer. Pixels are drawn with their physical size (``extent`` in mm), so anisotropic voxels keep
+their true aspect ratio.
 
 matplotlib is imported lazily, inside the functions, with the Agg canvas (no global backend is
 set), so ``import rdmm_pipelines`` stays light.
@@ -38,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ..spatial import Grid, Image, resample_to_grid
+from .views import CONVENTIONS, Orientation, View, slice_center, views_for
 
 __all__ = ["qc_figure", "render_qc", "format_value"]
 
@@ -59,7 +63,6 @@ WARPED_LABEL_COLOR = "#ff2d2d"
 GRID_COLOR = "#ffb000"
 DET_RANGE = (0.0, 2.0)
 
-_ANATOMICAL = ("sagittal", "coronal", "axial")  # normal closest to world R, A, S
 
 
 # ------------------------------------------------------------------ small helpers
@@ -144,64 +147,30 @@ def _robust_range(*arrays: np.ndarray, lo: float = 0.5, hi: float = 99.5,
     return a, b
 
 
+def _normalized(arr: np.ndarray, window: tuple[float, float], what: str) -> np.ndarray:
+    """``arr`` with ``window`` = (lower, upper) mapped to [0, 1] and clamped (the registration's
+    intensity normalisation)."""
+    lo, hi = (float(v) for v in window)
+    if not hi > lo:
+        raise ValueError(f"intensity window of the {what} image must have upper > lower, got {window}")
+    return np.clip((arr - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _orientation_marks(ax, marks: tuple[str, str, str, str]) -> None:
+    """The anatomical letters at the (top, bottom, left, right) edges of a panel."""
+    import matplotlib.patheffects as pe
+
+    style = dict(transform=ax.transAxes, fontsize=9, fontweight="bold", color="white",
+                 path_effects=[pe.withStroke(linewidth=2, foreground="black")])
+    for text, (x, y, ha, va) in zip(marks, ((0.5, 0.985, "center", "top"), (0.5, 0.015, "center", "bottom"),
+                                            (0.015, 0.5, "left", "center"), (0.985, 0.5, "right", "center"))):
+        ax.text(x, y, text, ha=ha, va=va, gid=f"orientation:{text}", **style)
+
+
 def _nice_step(n: float, lines: int = 14) -> int:
     """Grid-line spacing in voxels giving about ``lines`` lines over ``n`` voxels (1, 2, 4, 8, 10, 16, ...)."""
     cands = [1, 2, 4, 8, 10, 16, 20, 32, 50, 64, 100, 128]
     return min(cands, key=lambda s: (abs(n / s - lines), s))
-
-
-# ------------------------------------------------------------------ views (2D slices)
-@dataclass(frozen=True)
-class _View:
-    """One 2D view: the whole 2D image, or a 3D slice normal to ``axis`` at ``index``."""
-
-    label: str
-    rows: int  # array axis shown vertically
-    cols: int  # array axis shown horizontally
-    axis: int | None = None
-    index: int | None = None
-
-    def take(self, arr: np.ndarray) -> np.ndarray:
-        if self.axis is None:
-            return arr
-        return np.take(arr, self.index, axis=self.axis)
-
-
-def _slice_center(slice_at: Any, grid: Grid, fixed_labels: np.ndarray | None) -> tuple[int, ...]:
-    shape = grid.shape
-    if isinstance(slice_at, str):
-        if slice_at != "center":
-            raise ValueError(
-                f"slice_at must be 'center', a label value or {len(shape)} voxel indices; got {slice_at!r}")
-        return tuple(n // 2 for n in shape)
-    if isinstance(slice_at, (int, np.integer)) and not isinstance(slice_at, bool):
-        if fixed_labels is None:
-            raise ValueError(f"slice_at={slice_at} (a label value) needs fixed_labels")
-        where = np.argwhere(fixed_labels == int(slice_at))
-        if where.size == 0:
-            present = sorted(int(v) for v in np.unique(fixed_labels))
-            raise ValueError(f"label {slice_at} is not in the fixed labels (present: {present})")
-        return tuple(int(round((lo + hi) / 2)) for lo, hi in zip(where.min(0), where.max(0)))
-    if isinstance(slice_at, (tuple, list)) and len(slice_at) == len(shape):
-        idx = tuple(int(i) for i in slice_at)
-        if any(not 0 <= i < n for i, n in zip(idx, shape)):
-            raise ValueError(f"slice_at {idx} is outside the fixed grid of shape {shape}")
-        return idx
-    raise ValueError(f"slice_at must be 'center', a label value or {len(shape)} voxel indices; got {slice_at!r}")
-
-
-def _views(grid: Grid, center: tuple[int, ...]) -> list[_View]:
-    if grid.ndim == 2:
-        return [_View("", 0, 1)]
-    views = []
-    direction = np.abs(grid.direction)  # (3, 3): world RAS component x array axis
-    for k in range(3):
-        a, b = [i for i in range(3) if i != k]
-        name = _ANATOMICAL[int(np.argmax(direction[:, k]))]
-        label = (f"{name}: axis {k} = {center[k]} of {grid.shape[k]}\n"
-                 f"rows: axis {a}, columns: axis {b}")
-        views.append(_View(label, a, b, k, center[k]))
-    return views
 
 
 # ------------------------------------------------------------------ the figure
@@ -227,6 +196,9 @@ def qc_figure(
     metrics: dict | None = None,
     slice_at: Any = "center",
     grid_step: int | Sequence[int] | None = None,
+    windows: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    sigma_range: tuple[float, float] | None = None,
+    convention: str = "neurological",
 ):
     """Build the QC figure (a ``matplotlib.figure.Figure`` on an Agg canvas); see :func:`render_qc`."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -269,17 +241,41 @@ def qc_figure(
     flab = None if flab is None else _spatial(flab, "fixed_labels", d).astype(np.int64)
     wlab = None if wlab is None else _spatial(wlab, "warped_labels", d).astype(np.int64)
 
-    views = _views(grid, _slice_center(slice_at, grid, flab) if d == 3 else tuple(n // 2 for n in shape))
-    spacing = grid.spacing
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    center = slice_center(slice_at, shape, flab) if d == 3 else tuple(n // 2 for n in shape)
+    if grid_step is not None:
+        steps_given = [int(grid_step)] * d if np.isscalar(grid_step) else [int(s) for s in grid_step]
+        if len(steps_given) != d or min(steps_given) < 1:
+            raise ValueError(f"grid_step must be a positive int or {d} of them, got {grid_step!r}")
 
-    # ---- global colour scales (whole volume, so that the three 3D views agree)
-    ivmin, ivmax = _robust_range(tgt, src, lo=0.1, hi=99.9, extend=True)
-    diff0, diff1 = np.abs(tgt - src), np.abs(tgt - wrp)
+    # ---- everything in the closest RAS orientation (3D; a 2D image stays in array order)
+    orient = Orientation.of(grid)
+    tgt, src, wrp, det = (orient.array(a) for a in (tgt, src, wrp, det))
+    mv = orient.components(mv)
+    sig = None if sig is None else tuple(orient.array(a) for a in sig)
+    flab = None if flab is None else orient.array(flab)
+    wlab = None if wlab is None else orient.array(wlab)
+    center, shape, spacing = orient.index(center, shape), orient.shape(shape), orient.spacing(grid.spacing)
+    views = views_for(shape, center, convention)
+
+    # ---- colour scales (whole volume, so that the three 3D views agree)
+    tvmin, tvmax = _robust_range(tgt, lo=0.1, hi=99.9, extend=True)
+    mvmin, mvmax = _robust_range(src, lo=0.1, hi=99.9, extend=True)
+    if windows is None:
+        windows = (_robust_range(tgt, lo=0.1, hi=99.9), _robust_range(src, lo=0.1, hi=99.9))
+    norm_t = _normalized(tgt, windows[0], "fixed")
+    diff0 = np.abs(norm_t - _normalized(src, windows[1], "moving"))
+    diff1 = np.abs(norm_t - _normalized(wrp, windows[1], "moving"))
     dmax = max(_robust_range(x, lo=0, hi=99.9, extend=True)[1] for x in (diff0, diff1))
     if sig is not None:
-        finite = [s[np.isfinite(s)] for s in sig]
-        smin = min(float(f.min()) if f.size else 0.0 for f in finite)
-        smax = max(float(f.max()) if f.size else 1.0 for f in finite)
+        finite = np.concatenate([a[np.isfinite(a)].ravel() for a in sig])
+        spread = (np.percentile(finite, [5, 95]) if finite.size else np.array([np.nan, np.nan]))
+        if sigma_range is not None:
+            smin, smax = (float(v) for v in sigma_range)
+        else:
+            smin = float(finite.min()) if finite.size else 0.0
+            smax = float(finite.max()) if finite.size else 1.0
         if not smax > smin:
             smin, smax = smin - 0.5, smax + 0.5
     fold = det <= 0
@@ -288,9 +284,7 @@ def qc_figure(
         spans = [float(np.ptp(c[np.isfinite(c)])) if np.isfinite(c).any() else float(n) for c, n in zip(mv, shape)]
         steps = [_nice_step(max(max(spans), 1.0))] * d
     else:
-        steps = [int(grid_step)] * d if np.isscalar(grid_step) else [int(s) for s in grid_step]
-        if len(steps) != d or min(steps) < 1:
-            raise ValueError(f"grid_step must be a positive int or {d} of them, got {grid_step!r}")
+        steps = [steps_given[k] for k in orient.perm]
 
     # ---- panel drawing functions: each returns (mappable for a colourbar, its label)
     def coords(view):
@@ -306,18 +300,18 @@ def qc_figure(
         kw.setdefault("interpolation", "nearest")
         return ax.imshow(arr if sliced else view.take(arr), extent=extent, origin="upper", aspect="equal", **kw)
 
-    def grey(arr, alpha=1.0):
+    def grey(arr, vmin, vmax, alpha=1.0):
         def draw(ax, view):
-            return show(ax, view, arr, cmap="gray", vmin=ivmin, vmax=ivmax, alpha=alpha), "intensity"
+            return show(ax, view, arr, cmap="gray", vmin=vmin, vmax=vmax, alpha=alpha), "intensity"
         return draw
 
     def diff(arr):
         def draw(ax, view):
-            return show(ax, view, arr, cmap="magma", vmin=0.0, vmax=dmax), "|intensity difference|"
+            return show(ax, view, arr, cmap="magma", vmin=0.0, vmax=dmax), "|difference| (normalised)"
         return draw
 
     def draw_labels(ax, view):
-        im = show(ax, view, wrp, cmap="gray", vmin=ivmin, vmax=ivmax)
+        im = show(ax, view, wrp, cmap="gray", vmin=mvmin, vmax=mvmax)
         x, y, _ = coords(view)
         handles = []
         for lab, color, style, name in ((flab, FIXED_LABEL_COLOR, "-", "fixed labels"),
@@ -336,7 +330,7 @@ def qc_figure(
         return im, "intensity"
 
     def draw_grid(ax, view):
-        im = show(ax, view, wrp, cmap="gray", vmin=ivmin, vmax=ivmax, alpha=0.85)
+        im = show(ax, view, wrp, cmap="gray", vmin=mvmin, vmax=mvmax, alpha=0.85)
         x, y, _ = coords(view)
         for k in (view.rows, view.cols):
             comp = view.take(mv[k])
@@ -372,9 +366,9 @@ def qc_figure(
 
     step_txt = f"{steps[0]}" if len(set(steps)) == 1 else "(" + ", ".join(str(s) for s in steps) + ")"
     row1 = [
-        _Panel("source", "source\n(moving on the fixed grid)", grey(src)),
-        _Panel("target", "target\n(fixed)", grey(tgt)),
-        _Panel("warped", "warped source", grey(wrp)),
+        _Panel("source", "source\n(moving on the fixed grid)", grey(src, mvmin, mvmax)),
+        _Panel("target", "target\n(fixed)", grey(tgt, tvmin, tvmax)),
+        _Panel("warped", "warped source", grey(wrp, mvmin, mvmax)),
         _Panel("diff_before", f"|target \u2212 source|  before\nmean {np.nanmean(diff0):.4g}", diff(diff0)),
         _Panel("diff_after", f"|target \u2212 warped|  after\nmean {np.nanmean(diff1):.4g}", diff(diff1)),
     ]
@@ -385,7 +379,9 @@ def qc_figure(
     row2.append(_Panel("jacobian", f"det J  [{np.nanmin(det):.3g}, {np.nanmax(det):.3g}]\n"
                                    f"range shown {DET_RANGE[0]:g}\u2013{DET_RANGE[1]:g}", draw_det))
     if sig is not None:
-        row2.append(_Panel("sigma_t0", "\u03c3(x) at t = 0", draw_sigma(sig[0])))
+        sp5, sp95 = (format_value(float(v)) for v in spread)
+        row2.append(_Panel("sigma_t0", f"\u03c3(x) at t = 0\nvoxels p5\u2013p95: {sp5}\u2013{sp95} mm",
+                           draw_sigma(sig[0])))
         row2.append(_Panel("sigma_t1", "\u03c3(x) at t = 1", draw_sigma(sig[1])))
 
     # ---- geometry: one block of two rows per view
@@ -429,6 +425,8 @@ def qc_figure(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(panel.title, fontsize=10, pad=4)
+                if view.marks is not None:
+                    _orientation_marks(ax, view.marks)
                 if mappable is not None:
                     cax = fig.add_axes(frac(left + bw + CB_PAD, img_bottom, CB_W, bh))
                     extend = "max" if panel.key == "jacobian" else "neither"
@@ -452,8 +450,13 @@ def qc_figure(
         fig.text(0.5, y / fig_h, line, ha="center", va="top", fontsize=11)
         y -= 0.24
     sp = ", ".join(f"{s:.3g}" for s in spacing)
-    footer = (f"Display: rows = the lower in-plane array axis (index 0 at the top), columns = the higher one; "
-              f"pixels drawn to scale (spacing {sp} mm). Intensity and difference panels share one scale each.")
+    if d == 3:
+        where = (f"Views in world (RAS) orientation from the affine, {convention} convention "
+                 f"(the subject's left on the {'left' if convention == 'neurological' else 'right'})")
+    else:
+        where = "Display in array order: axis 0 down the rows (index 0 at the top), axis 1 across"
+    footer = (f"{where}; pixels drawn to scale (spacing {sp} mm). Each image on its own scale; "
+              f"differences on normalised intensities.")
     fig.text(0.5, 0.1 / fig_h, footer, ha="center", va="bottom", fontsize=8, color="#555555")
     return fig
 
@@ -490,6 +493,9 @@ def render_qc(
     metrics: dict | None = None,
     slice_at: Any = "center",
     grid_step: int | Sequence[int] | None = None,
+    windows: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    sigma_range: tuple[float, float] | None = None,
+    convention: str = "neurological",
 ) -> Path:
     """Write the QC figure of one registration as a PNG (atomically) and return its path.
 
@@ -513,6 +519,14 @@ def render_qc(
         slice_at: 3D only: "center" (the grid centre), a label value of ``fixed_labels`` (the
             centre of its bounding box) or d voxel indices.
         grid_step: spacing of the deformed-grid lines in moving voxels (default: about 14 lines over the map).
+        windows: ((lower, upper) of the fixed image, (lower, upper) of the moving image): the
+            intensities that the registration's normalisation maps to 0 and 1; the difference
+            panels compare the normalised images. Default: the 0.1 and 99.9 percentiles of the
+            target and of the source (``normalize_intensity``'s defaults).
+        sigma_range: (narrowest, widest) kernel sigma in mm: the colour range of the sigma(x)
+            panels (default: the maps' own minimum and maximum).
+        convention: 3D left/right display, "neurological" (the subject's left on the left) or
+            "radiological".
 
     Returns:
         The path written.
@@ -520,7 +534,7 @@ def render_qc(
     fig = qc_figure(fixed=fixed, moving_on_fixed=moving_on_fixed, warped=warped, moving_voxels=moving_voxels,
                     jacobian=jacobian, sigma_t0=sigma_t0, sigma_t1=sigma_t1, fixed_labels=fixed_labels,
                     warped_labels=warped_labels, title=title, metrics=metrics, slice_at=slice_at,
-                    grid_step=grid_step)
+                    grid_step=grid_step, windows=windows, sigma_range=sigma_range, convention=convention)
     return _save_atomic(fig, path)
 
 

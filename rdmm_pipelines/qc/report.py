@@ -89,6 +89,24 @@ def _title(result) -> str:
     return f"{_method(result)}: {names[0]} \u2192 {names[1]}"
 
 
+def intensity_windows(result) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((lower, upper) of the fixed image, (lower, upper) of the moving image): the 0.1 and 99.9
+    percentiles that the registration's normalisation maps to 0 and 1 (computed the same way)."""
+    from ..spatial.intensity import percentiles
+
+    return tuple(tuple(float(v) for v in percentiles(img.data.reshape(-1).float(), (0.1, 99.9)))
+                 for img in (result.fixed, result.moving))
+
+
+def kernel_sigma_range(result) -> tuple[float, float] | None:
+    """(narrowest, widest) sigma in mm of an RDMM result's kernel mixture (None for other models)."""
+    sigmas = getattr(getattr(result.model, "metric", None), "sigmas", None)
+    if result.config.model != "rdmm" or not sigmas:
+        return None
+    scale = result.fixed.grid.domain_scale
+    return float(min(sigmas)) * scale, float(max(sigmas)) * scale
+
+
 def render_result(
     result,
     path: str | os.PathLike,
@@ -133,6 +151,8 @@ def render_result(
         metrics=shown,
         slice_at=slice_at,
         grid_step=grid_step,
+        windows=intensity_windows(result),
+        sigma_range=kernel_sigma_range(result),
     )
 
 
@@ -147,9 +167,12 @@ def qc_report(
     metrics: dict | None = None,
     slice_at: Any = "center",
 ) -> dict[str, Path]:
-    """Write ``<name>.png`` and a self-contained ``<name>.html`` (figure, metrics, configuration)
-    for a registration result into ``out_dir``; returns {"png": ..., "html": ...}."""
+    """Write ``<name>.png`` (the QC figure), ``<name>_flicker.svg`` (the before/after reportlet:
+    fixed and warped moving under the fixed image's contours) and ``<name>.html`` (both, the
+    metrics and the configuration) for a registration result into ``out_dir``; returns
+    {"png": ..., "svg": ..., "html": ...}."""
     from .html import write_html_report
+    from .reportlet import flicker_svg
 
     out = Path(out_dir)
     fixed = result.fixed
@@ -159,5 +182,7 @@ def qc_report(
     shown.update(metrics or {})
     title = _title(result) if title is None else title
     png = render_result(result, out / f"{name}.png", flab, mlab, title=title, metrics=shown, slice_at=slice_at)
+    svg = flicker_svg(out / f"{name}_flicker.svg", fixed=fixed, warped=result.warped(), fixed_labels=flab,
+                      windows=intensity_windows(result), slice_at=slice_at)
     page = write_html_report(out / f"{name}.html", png, shown, title, config=result.config.to_dict())
-    return {"png": png, "html": page}
+    return {"png": png, "svg": svg, "html": page}
