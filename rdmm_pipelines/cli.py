@@ -15,14 +15,16 @@ from pathlib import Path
 
 from .cli_outputs import (
     check_free_space,
-    check_label_inputs,
+    check_input_files,
     check_output_dir,
     field_path,
     output_lock,
     output_names,
     prepare_output_dir,
-    recorded,
+    read_config,
+    read_record,
 )
+from .cli_config import add_tuning_options, registration_config
 from .cli_train import add_train_parser
 from .config import MODELS, RegistrationConfig
 
@@ -33,20 +35,49 @@ NETWORK_MODELS = {f"{m}-net": m for m in MODELS}
 
 
 def _progress_bar(enabled: bool, desc: str):
-    """A tqdm-driven progress callback for ``register`` (None when disabled)."""
+    """A :class:`~rdmm_pipelines.progress.RegistrationProgress` for ``register`` and the function
+    that closes its display.
+
+    With ``enabled``, a tqdm bar on stderr shows the stage (affine level or deformable scale), the
+    percent of the weighted work done and the time left; it is created at the first iteration, so
+    nothing is drawn before ``register`` has checked its inputs. Enabled or not, a run estimated
+    long is announced on stderr before it starts, with the options that shorten it.
+    """
+    import time
+
+    from .progress import RegistrationProgress, format_duration
+
+    def long_run(estimate) -> None:
+        print(f"rdmm register: note: {estimate.message(cli=True)}", file=sys.stderr, flush=True)
+
     if not enabled:
-        return None, lambda: None
+        return RegistrationProgress(on_long_run=long_run), lambda: None
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="it", file=sys.stderr, leave=False, dynamic_ncols=True)
+    shown: dict = {"bar": None, "drawn": -1.0, "stage": None}
 
-    def update(record, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.set_postfix(scale=record.scale, energy=f"{record.total:.4g}", refresh=False)
-        bar.update(1)
+    def draw(state) -> None:
+        bar, now = shown["bar"], time.monotonic()
+        if bar is None:
+            bar = shown["bar"] = tqdm(total=100, file=sys.stderr, leave=False, dynamic_ncols=True)
+        elif state.stage_index == shown["stage"] and not state.finished and now - shown["drawn"] < 0.2:
+            return  # at most five redraws a second (affine iterations of a slice take milliseconds)
+        record = state.record
+        loss = "" if record is None else f", {'loss' if state.stage.kind == 'affine' else 'energy'} {record.total:.4g}"
+        left = "" if state.remaining is None else f", about {format_duration(state.remaining)} left"
+        text = (f"it {state.stage_iteration}/{state.stage.iterations}{loss}, "
+                f"{format_duration(state.elapsed)} elapsed{left}")
+        bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| " + text.replace("{", "{{").replace("}", "}}")
+        bar.set_description_str(f"{desc} {state.stage.label}", refresh=False)
+        bar.n = round(100 * state.fraction, 2)
+        bar.refresh()
+        shown["drawn"], shown["stage"] = now, state.stage_index
 
-    return update, bar.close
+    def close() -> None:
+        if shown["bar"] is not None:
+            shown["bar"].close()
+
+    return RegistrationProgress(on_update=draw, on_long_run=long_run), close
 
 
 def _read_json(given: str):
@@ -63,10 +94,7 @@ def _read_json(given: str):
 def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
     if not args.config:
         return None
-    data = _read_json(args.config)
-    if isinstance(data, dict) and "config" in data and "rdmm_pipelines_record" in data:
-        data = data["config"]  # a registration.json record: reuse its configuration
-    return RegistrationConfig.from_dict(data)
+    return read_config(args.config)  # a registration.json record: its configuration is reused
 
 
 def _check_network_options(args: argparse.Namespace) -> None:
@@ -80,7 +108,8 @@ def _check_network_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {args.model} needs --weights: a checkpoint from `rdmm train`")
     unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
                                        ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine),
-                                       ("--deterministic", args.deterministic))
+                                       ("--deterministic", args.deterministic), ("--iterations", args.iterations),
+                                       ("--steps", args.steps), ("--map-resolution", args.map_resolution))
               if value]
     if unused:
         raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
@@ -102,36 +131,29 @@ def cmd_register(args: argparse.Namespace) -> int:
                   args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
+    check_input_files(args)  # every input file read, an error naming its flag, before the heavy work
     _check_network_options(args)
+    # the configuration with --iterations/--steps/--map-resolution: errors before anything is written
+    configured = None if args.model in NETWORK_MODELS else registration_config(args, _load_config(args))
     check_output_dir(out)
     with output_lock(out):  # one run at a time writes into a folder
         prepare_output_dir(out, args.overwrite)
-        check_label_inputs(args)
         check_free_space(out, args.fixed)
-        return _run_register(args)
+        return _run_register(args, configured)
 
 
-def _run_register(args: argparse.Namespace) -> int:
+def _run_register(args: argparse.Namespace, configured: tuple) -> int:
     """The registration of ``rdmm register`` once its inputs and --out are checked."""
     from .registration import register
 
     if args.model in NETWORK_MODELS:
         return _finish_register(args, _register_with_network(args))
-    config, preset = _load_config(args), args.preset
-    if args.seed is not None:
-        from .registration import resolve_config
-
-        config, preset = resolve_config(args.model, config, preset, None).replace(seed=args.seed), None
-    if args.no_affine:
-        from .registration import resolve_config
-
-        base = resolve_config(args.model, config, preset, None)
-        config, preset = base.replace(affine=base.affine.replace(enabled=False)), None
-    update, close = _progress_bar(not args.quiet, f"{args.model or 'register'}")
+    config, preset = configured
+    progress, close = _progress_bar(not args.quiet, f"{args.model or 'register'}")  # drawn from the first iteration
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
-                          affine=args.affine, device=args.device, progress=update, threads=args.threads,
+                          affine=args.affine, device=args.device, progress=progress, threads=args.threads,
                           deterministic=args.deterministic)
     finally:
         close()
@@ -197,10 +219,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .spatial import load_image, load_labels, save_image
+    from .spatial import load_image, save_image
     from .transforms import DenseTransform
 
-    image = load_labels(args.image) if args.labels else load_image(args.image)
+    loaded = check_input_files(args)  # a label map is read there; an image's header only
+    image = loaded["image"] if args.labels else load_image(args.image)
     out = Path(args.out)
     if out.resolve() == Path(args.image).resolve():
         raise ValueError(f"{out}: the output would overwrite the input image")
@@ -220,22 +243,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``rdmm evaluate``: folds and det J of a saved result, Dice with label maps, TRE with
+    landmarks; the method and seconds come from the result's record (registration.json, or a
+    baseline's log)."""
     from .evaluation import evaluate_displacement_field, write_csv
 
+    loaded = check_input_files(args)  # labels and points: both or neither, readable, flags named
     field = field_path(args.result)
-    model, moving_grid = recorded(field.parent / "registration.json")
+    found = read_record(field)
+    if found.moving_grid is None and not args.moving_labels:
+        why = "; ".join(found.notes) or "it does not record the moving image's grid"
+        raise ValueError(f"{args.result}: the grid the transform maps into is unknown ({why}); "
+                         "give --fixed-labels and --moving-labels (the moving label map gives it)")
+    method = args.method or found.method
+    if method is None:
+        method = "unknown"
+        why = "; ".join(found.notes) or "no method recorded"
+        print(f"rdmm evaluate: the record names the method 'unknown' ({why}); --method names it",
+              file=sys.stderr)
     record = evaluate_displacement_field(
-        field, args.fixed_labels, args.moving_labels, moving_image=moving_grid,
-        subject_id=args.pair_id or Path(args.result).name, method=args.method or model or "unknown",
+        field, loaded.get("--fixed-labels"), loaded.get("--moving-labels"), moving_image=found.moving_grid,
+        subject_id=args.pair_id or Path(args.result).name, method=method, seconds=found.seconds,
         fixed_landmarks=args.fixed_points, moving_landmarks=args.moving_points,
-        label_warp="onehot" if args.onehot else "nearest")
+        label_warp="onehot" if args.onehot else "nearest",
+        names={"fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels"})
     out = Path(args.out)
     record.to_json(out)
     if args.csv:
         write_csv([record], args.csv)
-    tre_text = f", TRE {record.tre['mean']:.3g} mm" if record.tre else ""
-    print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels, folding voxels "
-          f"{record.folds['folding_voxels']}{tre_text}; written to {out}")
+    seconds = f"{record.seconds:.2f} s" if record.seconds is not None else "time not recorded"
+    print(f"{record.method} ({seconds}): {record.summary()}; written to {out}")
+    if record.message:
+        print(f"rdmm evaluate: {record.message}", file=sys.stderr)
     return 0
 
 
@@ -330,14 +369,20 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from .presets import PRESETS, get_preset
+    import shutil
+    import textwrap
 
-    for name in sorted(PRESETS):
+    from .presets import PRESETS, describe, get_preset, markdown_table
+
+    if args.markdown:
+        print(markdown_table(args.model), end="")
+        return 0
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
+    for name in PRESETS:
+        print(textwrap.fill(describe(name), width=width, initial_indent=f"{name:22s} ",
+                            subsequent_indent=" " * 23))
         if args.show:
-            print(json.dumps({name: get_preset(name, args.model).to_dict()}, indent=2))
-        else:
-            doc = (PRESETS[name].__doc__ or "").strip().splitlines()[0]
-            print(f"{name:22s} {doc}")
+            print(textwrap.indent(json.dumps(get_preset(name, args.model).to_dict(), indent=2), " " * 23))
     return 0
 
 
@@ -364,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--region-labels", default=None, help="region label map of the moving image (predefined)")
     r.add_argument("--preset", default=None, help="configuration preset (see `rdmm presets`)")
     r.add_argument("--config", default=None, help="configuration JSON (or a registration.json to reuse)")
+    add_tuning_options(r)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: one per million fixed-image voxels, at most the CPUs available; "
@@ -413,16 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--reference", default=None, help="with --inverse: an image on the moving grid")
     a.set_defaults(func=cmd_apply)
 
-    e = sub.add_parser("evaluate", help="Dice, Jacobian folds and landmark TRE of a saved registration")
-    e.add_argument("result", help="result directory (or its displacement_itk.nii.gz)")
-    e.add_argument("--fixed-labels", required=True, help="label map of the fixed image")
-    e.add_argument("--moving-labels", required=True, help="label map of the moving image (on its grid)")
+    e = sub.add_parser("evaluate", help="Jacobian folds, and Dice (with label maps) and landmark TRE (with "
+                                        "landmarks), of a saved registration")
+    e.add_argument("result", help="result directory (or its displacement_itk.nii.gz; or a baseline's folder or "
+                                  "*_displacement.nii.gz with its .log)")
+    e.add_argument("--fixed-labels", default=None, help="label map of the fixed image (with --moving-labels: Dice)")
+    e.add_argument("--moving-labels", default=None, help="label map of the moving image, on its grid "
+                                                         "(with --fixed-labels)")
     e.add_argument("--fixed-points", default=None, help="landmarks in fixed space (text or CSV, world RAS mm)")
     e.add_argument("--moving-points", default=None, help="corresponding landmarks in moving space")
     e.add_argument("--onehot", action="store_true", help="warp labels by one-hot linear interpolation")
     e.add_argument("--pair-id", default=None, help="the pair's name in the record (default: the result folder's)")
     e.add_argument("--method", default=None,
-                   help="method named in the record (default: the model in the result's registration.json)")
+                   help="method named in the record (default: what the result's record says was run, e.g. "
+                        "rdmm-optimized, lddmm, rdmm-net, ants-syn)")
     e.add_argument("--out", required=True, help="evaluation JSON")
     e.add_argument("--csv", default=None, help="also write one CSV row here")
     e.set_defaults(func=cmd_evaluate)
@@ -470,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("presets", help="list the configuration presets")
     s.add_argument("--show", action="store_true", help="print each preset's full configuration")
+    s.add_argument("--markdown", action="store_true", help="print the README's table of the presets")
     s.add_argument("--model", choices=MODELS, default="rdmm", help="the model the presets are shown for")
     s.set_defaults(func=cmd_presets)
     return p

@@ -19,8 +19,12 @@ from .config import (
 )
 
 __all__ = ["PRESETS", "get_preset", "default", "synthetic_predefined", "synthetic_optimized",
-           "lung_predefined", "knee_optimized", "quick", "default_region_weights"]
+           "lung_predefined", "knee_optimized", "brain", "quick", "default_region_weights", "describe",
+           "markdown_table"]
 
+
+#: the brain preset's iterations per scale, coarse to fine (measured: docs/benchmarks.md)
+BRAIN_ITERATIONS = (30, 30, 10)
 
 #: the paper presets run every iteration with 10 RK4 steps at least (the settings of docs/benchmarks.md)
 PAPER_INTEGRATOR = IntegratorConfig(steps=10)
@@ -87,6 +91,13 @@ def knee_optimized(model: str = "rdmm") -> RegistrationConfig:
     )
 
 
+def brain(model: str = "rdmm") -> RegistrationConfig:
+    """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel with the
+    finest scale cut to BRAIN_FINEST iterations (docs/benchmarks.md, "The brain preset")."""
+    cfg = default(model)
+    return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS))
+
+
 def quick(model: str = "rdmm") -> RegistrationConfig:
     """Few iterations, for demos and smoke tests (not for results)."""
     cfg = default(model)
@@ -100,6 +111,7 @@ PRESETS: dict[str, Callable[[str], RegistrationConfig]] = {
     "synthetic-optimized": synthetic_optimized,
     "lung-predefined": lung_predefined,
     "knee-optimized": knee_optimized,
+    "brain": brain,
     "quick": quick,
 }
 
@@ -110,6 +122,41 @@ def get_preset(name: str, model: str = "rdmm") -> RegistrationConfig:
         return PRESETS[name](model)
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}") from None
+
+
+def describe(name: str) -> str:
+    """The whole description of preset ``name`` (its docstring, joined into one paragraph)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return " ".join((PRESETS[name].__doc__ or "").split())
+
+
+def _numbers(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
+
+
+def markdown_table(model: str = "rdmm") -> str:
+    """The presets as the README's Markdown table, made from their configurations for ``model``:
+    sigmas, RDMM pre-weights, iterations per scale, time steps and the description."""
+    rows = ["| preset | sigmas | pre-weights (RDMM) | iterations per scale | steps | description |",
+            "|---|---|---|---|---|---|"]
+    for name in PRESETS:
+        cfg = PRESETS[name](model)
+        k, reg = cfg.kernel, cfg.regional
+        sig = _numbers(k.sigmas) + (" mm" if k.units == "mm" else "")
+        if k.min_voxels > 0:
+            sig += f", at least {k.min_voxels:g} map voxels"
+        if reg.source == "predefined":
+            weights = "pre-defined: " + "; ".join(f"region {r}: {_numbers(row)}" for r, row in enumerate(reg.region_weights))
+        else:
+            weights = (f"optimised from {_numbers(k.weights)}; C_Range {reg.c_range:g}, C_OMT {reg.c_omt:g}, "
+                       f"K {reg.decay_k:g}")
+        weights += f"; G {reg.smoothing_sigma:g}"
+        iters = "/".join(str(i) for i in cfg.optimizer.iterations)
+        if cfg.optimizer.window:
+            iters += " (stops at convergence)"
+        rows.append(f"| `{name}` | {sig} | {weights} | {iters} | {cfg.integrator.steps} | {describe(name)} |")
+    return "\n".join(rows) + "\n"
 
 
 def default_region_weights(kernel: KernelConfig) -> tuple[tuple[float, ...], ...]:
