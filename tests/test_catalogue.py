@@ -88,7 +88,7 @@ CASES = [
     ("too small", ["{tiny}", "{tiny}"], r"too small"),
     ("no overlap", ["{fixed}", "{far}", "--no-affine"], r"does not overlap"),
     ("intensity image as labels", ["{fixed}", "{moving}", "--fixed-labels", "{float_labels}", "--moving-labels",
-                                   "{labels}"], r"--fixed-labels: .*float_labels\.nii\.gz: label map has \d+ non-integer"),
+                                   "{labels}"], r"--fixed-labels .*float_labels\.nii\.gz: label map has \d+ non-integer"),
     ("one label map", ["{fixed}", "{moving}", "--moving-labels", "{labels}"], r"both --fixed-labels and --moving-labels"),
     ("missing label map", ["{fixed}", "{moving}", "--fixed-labels", "{labels}", "--moving-labels",
                            "{tmp}/in/nolabels.nii.gz"], r"--moving-labels .*nolabels\.nii\.gz: file not found"),

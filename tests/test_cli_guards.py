@@ -286,3 +286,84 @@ def test_every_command_line_option_has_help_text():
     missing = [(name, action.option_strings or action.dest) for name, sub in commands.items()
                for action in sub._actions if not action.help and not isinstance(action, argparse._HelpAction)]
     assert missing == []
+
+
+# ------------------------------------------------------------------ rdmm evaluate: what it measures, what it names
+def test_evaluate_without_labels_gives_folds_and_the_recorded_method_and_seconds(files, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _register(files, out) == 0
+    recorded = json.loads((out / "registration.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--out", str(tmp_path / "e.json")]) == 0
+    printed = capsys.readouterr().out
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["method"] == "vsvf" and ev["seconds"] == pytest.approx(recorded["timings_seconds"]["total"])
+    assert ev["dice"] == {} and ev["mean_dice"] is None and ev["tre"] is None
+    assert ev["folds"]["folding_voxels"] == recorded["folds"]["folding_voxels"]
+    assert "folding voxels" in printed and "Dice" not in printed and "nan" not in printed
+    assert printed.startswith(f"vsvf ({recorded['timings_seconds']['total']:.2f} s): ")
+    points = tmp_path / "f.txt"
+    points.write_text("10 10\n14 12\n")
+    assert main(["evaluate", str(out), "--fixed-points", str(points), "--moving-points", str(points),
+                 "--out", str(tmp_path / "t.json"), "--method", "mine"]) == 0
+    printed = capsys.readouterr().out
+    ev = json.loads((tmp_path / "t.json").read_text())
+    assert ev["method"] == "mine" and ev["tre"]["n_points"] == 2 and ev["dice"] == {}
+    assert "TRE" in printed and "Dice" not in printed
+
+
+def test_evaluate_names_what_was_run_as_the_cohort_does(files, tmp_path):
+    from rdmm_pipelines.cli_outputs import method_of_record, read_record
+    from rdmm_pipelines.workflows.pair import METHODS
+
+    def record(model, source="optimized", **inputs):
+        return {"config": {"model": model, "regional": {"source": source}}, "inputs": inputs}
+
+    names = {method_of_record(record("rdmm")), method_of_record(record("rdmm", "predefined")),
+             method_of_record(record("lddmm")), method_of_record(record("vsvf", "predefined")),
+             method_of_record(record("rdmm", network={"model": "rdmm"})),
+             method_of_record(record("lddmm", weights={"epoch": 1}))}
+    assert names == {"rdmm-optimized", "rdmm-predefined", "lddmm", "vsvf", "rdmm-net", "lddmm-net"}
+    assert names <= set(METHODS)
+    assert method_of_record({"inputs": {}}) is None
+    # a network's record names the moving image's file, not its grid: the grid is read from the file
+    folder = tmp_path / "net"
+    folder.mkdir()
+    data = {**record("lddmm", network={"model": "lddmm"}), "timings_seconds": {"total": 0.25}}
+    data["inputs"]["moving"] = {"path": str(files["moving"]), "sha256": "x"}
+    (folder / "registration.json").write_text(json.dumps(data))
+    found = read_record(folder / "displacement_itk.nii.gz")
+    assert (found.method, found.seconds, found.moving_grid.shape) == ("lddmm-net", 0.25, (24, 24))
+
+
+def test_evaluate_reads_a_baseline_folder_and_falls_back_clearly_without_a_record(files, tmp_path, capsys):
+    from rdmm_pipelines.cli_outputs import _BASELINE_NAMES
+    from rdmm_pipelines.interfaces.baselines import BASELINES, METHODS, available
+    from rdmm_pipelines.workflows.pair import BASELINE_METHODS
+
+    assert {_BASELINE_NAMES[m] for m in METHODS} == set(BASELINE_METHODS)  # every runner, named as the cohort does
+    ok, why = available("sitk-demons-fss")
+    if not ok:
+        pytest.skip(why)
+    folder = tmp_path / "demons"
+    run = BASELINES["sitk-demons-fss"](files["fixed"], files["moving"], folder, prefix="p1_", levels=1, iterations=5)
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--out", str(tmp_path / "b.json")]) == 0  # no labels: the log's moving grid
+    ev = json.loads((tmp_path / "b.json").read_text())
+    assert ev["method"] == "sitk-demons" and ev["seconds"] == pytest.approx(run.seconds, abs=0.006)
+    assert main(["apply", str(folder), str(files["moving_labels"]), "--labels", "--out", str(tmp_path / "w.nii.gz")]) == 0
+    # a field without a record: the method is "unknown" (said on stderr), the seconds empty, and
+    # without labels the grid it maps into is unknown: refused, naming the flags that give it
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "field.nii.gz").write_bytes(run.displacement.read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", str(bare / "field.nii.gz"), "--out", str(tmp_path / "u.json")]) == 2
+    assert "--fixed-labels and --moving-labels" in capsys.readouterr().err
+    assert main(["evaluate", str(bare / "field.nii.gz"), "--fixed-labels", str(files["fixed_labels"]),
+                 "--moving-labels", str(files["moving_labels"]), "--out", str(tmp_path / "u.json")]) == 0
+    captured = capsys.readouterr()
+    ev = json.loads((tmp_path / "u.json").read_text())
+    assert ev["method"] == "unknown" and ev["seconds"] is None and ev["mean_dice"] > 0
+    assert "'unknown'" in captured.err and "--method" in captured.err
+    assert "time not recorded" in captured.out and "mean Dice" in captured.out

@@ -415,3 +415,42 @@ def test_csv_unions_columns_and_writes_nan(tmp_path):
     assert float(rows[0]["dice_1"]) == pytest.approx(2 / 3, abs=0)  # full precision
     with pytest.raises(ValueError, match="no rows"):
         write_csv([], tmp_path / "empty.csv")
+
+
+def test_dice_before_registration_in_the_record_json_and_csv(tmp_path):
+    """The record carries the Dice of the moving labels with no transform (identity in world
+    space) beside the Dice after registration: on a square moved by one voxel, a transform that
+    undoes the move scores 1 after and 0.75 before; the numbers survive JSON and CSV."""
+    from rdmm_pipelines.evaluation import evaluate_displacement_field, identity_labels
+    from rdmm_pipelines.spatial import save_image
+    from rdmm_pipelines.transforms import DenseTransform
+
+    grid = Grid.from_shape((10, 10), spacing=(1.5, 1.5))
+    fixed = torch.zeros(1, 10, 10, dtype=torch.int64)
+    fixed[0, 3:7, 2:8] = 1
+    moving = torch.zeros_like(fixed)
+    moving[0, 4:8, 2:8] = 1  # the square one voxel further along axis 0
+    voxels = grid.voxel_indices(torch.float64).clone()
+    voxels[:, 0] += 1.0  # fixed voxel i -> moving voxel i + (1, 0)
+    field = DenseTransform(grid, grid, voxels).save_displacement_field(tmp_path / "xfm.nii.gz")
+    f_path = save_image(Image(fixed, grid), tmp_path / "f.nii.gz")
+    m_path = save_image(Image(moving, grid), tmp_path / "m.nii.gz")
+    record = evaluate_displacement_field(field, f_path, m_path, subject_id="p", method="m")
+    assert record.dice == {1: pytest.approx(1.0)} and record.dice_before == {1: pytest.approx(0.75)}
+    assert record.mean_dice_before == pytest.approx(0.75)
+    assert torch.equal(identity_labels(Image(moving, grid), grid).data, moving)
+
+    back = EvaluationResult.from_json(record.to_json(tmp_path / "eval.json"))
+    assert back == record
+    assert record.csv_row()["mean_dice_before"] == pytest.approx(0.75)
+    raw = json.loads((tmp_path / "eval.json").read_text())
+    del raw["dice_before"], raw["mean_dice_before"]  # a record written before the field existed
+    old = EvaluationResult.from_dict(raw)
+    assert old.dice_before == {} and math.isnan(old.mean_dice_before)
+    # without label maps there is no Dice, before or after
+    plain = evaluation_record("p", "m", det=torch.ones(4))
+    assert plain.dice_before == {} and math.isnan(plain.mean_dice_before)
+    # the before Dice is scored on the labels of the Dice after
+    scored = evaluation_record("p", "m", warped_labels=fixed[0], fixed_labels=fixed[0], labels=[1],
+                               before_labels=torch.zeros(10, 10, dtype=torch.int64))
+    assert scored.dice_before == {1: 0.0} and scored.mean_dice_before == 0.0

@@ -20,7 +20,7 @@ from .landmarks import (
     transform_points,
 )
 from .overlap import check_label_sets, dice_per_label, label_values, mean_dice
-from .saved import evaluate_displacement_field
+from .saved import evaluate_displacement_field, identity_labels
 from .table import STATUSES, EvaluationResult, evaluation_record, write_csv
 
 __all__ = [
@@ -44,5 +44,6 @@ __all__ = [
     "evaluation_record",
     "write_csv",
     "evaluate_displacement_field",
+    "identity_labels",
     "STATUSES",
 ]

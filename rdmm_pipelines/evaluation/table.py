@@ -49,6 +49,10 @@ class EvaluationResult:
         status: one of :data:`STATUSES`.
         warnings: problems met while evaluating (label set mismatches, ...).
         message: error text when a metric could not be computed.
+        dice_before: label -> Dice of the moving labels resampled onto the fixed grid with no
+            transform (the identity in world space) against the fixed labels: the overlap before
+            registration, on the labels of ``dice`` (empty without label maps).
+        mean_dice_before: mean over the finite ``dice_before`` values (NaN if none).
     """
 
     pair_id: str
@@ -61,6 +65,8 @@ class EvaluationResult:
     status: str = "ok"
     warnings: tuple[str, ...] = ()
     message: str = ""
+    dice_before: Mapping[int, float] = field(default_factory=dict)
+    mean_dice_before: float = math.nan
 
     def __post_init__(self) -> None:
         if not str(self.pair_id):
@@ -71,6 +77,8 @@ class EvaluationResult:
         object.__setattr__(self, "method", str(self.method))
         object.__setattr__(self, "dice", {int(k): float(v) for k, v in self.dice.items()})
         object.__setattr__(self, "mean_dice", float(self.mean_dice))
+        object.__setattr__(self, "dice_before", {int(k): float(v) for k, v in self.dice_before.items()})
+        object.__setattr__(self, "mean_dice_before", float(self.mean_dice_before))
         if self.folds is not None:
             object.__setattr__(self, "folds", dict(self.folds))
         if self.tre is not None:
@@ -89,6 +97,8 @@ class EvaluationResult:
             "seconds": self.seconds,
             "mean_dice": self.mean_dice,
             "dice": {str(k): v for k, v in self.dice.items()},
+            "mean_dice_before": self.mean_dice_before,
+            "dice_before": {str(k): v for k, v in self.dice_before.items()},
             "folds": self.folds,
             "tre": self.tre,
             "warnings": list(self.warnings),
@@ -102,7 +112,8 @@ class EvaluationResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationResult":
-        """Inverse of :meth:`to_dict` (None -> NaN for numbers)."""
+        """Inverse of :meth:`to_dict` (None -> NaN for numbers; a record written before
+        ``dice_before`` existed reads back without it)."""
         def num(v: Any) -> float:
             return math.nan if v is None else float(v)
 
@@ -120,6 +131,8 @@ class EvaluationResult:
             status=data.get("status", "ok"),
             warnings=tuple(data.get("warnings", ())),
             message=data.get("message", ""),
+            dice_before={int(k): num(v) for k, v in (data.get("dice_before") or {}).items()},
+            mean_dice_before=num(data.get("mean_dice_before")),
         )
 
     @classmethod
@@ -132,16 +145,43 @@ class EvaluationResult:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{p}: not an evaluation record ({type(exc).__name__}: {exc})") from exc
 
+    def summary(self) -> str:
+        """What was measured, in one line: Dice (with label maps), folds and det J, TRE (with
+        landmarks); what was not measured is left out (never "mean Dice nan over 0 labels")."""
+        parts = []
+        if self.dice:
+            if any(math.isfinite(v) for v in self.dice.values()):
+                before = (f" (before {self.mean_dice_before:.4f})"
+                          if math.isfinite(getattr(self, "mean_dice_before", math.nan)) else "")
+                parts.append(f"mean Dice {self.mean_dice:.4f}{before} over {len(self.dice)} labels")
+            else:
+                parts.append(f"Dice undefined for all {len(self.dice)} labels")
+        if self.folds:
+            folds = self.folds
+            parts.extend(f"{words} {int(folds[key])}" for key, words in
+                         (("folding_voxels", "folding voxels"), ("folded_cells", "folded cells"))
+                         if key in folds and math.isfinite(folds[key]))
+            if math.isfinite(folds.get("det_min", math.nan)):
+                parts.append(f"min det J {folds['det_min']:.3g}")
+        if self.tre:
+            before = self.tre.get("before_mean")
+            parts.append(f"TRE {self.tre.get('mean', math.nan):.3g} mm"
+                         + (f" (before {before:.3g} mm)" if before is not None and math.isfinite(before) else "")
+                         + f" over {int(self.tre.get('n_points', 0))} points")
+        return ", ".join(parts) if parts else "nothing measured"
+
     # ------------------------------------------------------------------ CSV
     def csv_row(self) -> dict[str, str | float]:
-        """Flat row: pair_id, method, status, seconds, mean_dice, dice_<label>..., fold keys,
-        tre_<key> and tre_before_<key>..., message. Missing numbers are '' (None) or NaN."""
+        """Flat row: pair_id, method, status, seconds, mean_dice, mean_dice_before,
+        dice_<label>..., fold keys, tre_<key> and tre_before_<key>..., message. Missing numbers
+        are '' (None) or NaN."""
         row: dict[str, str | float] = {
             "pair_id": self.pair_id,
             "method": self.method,
             "status": self.status,
             "seconds": "" if self.seconds is None else self.seconds,
             "mean_dice": self.mean_dice,
+            "mean_dice_before": self.mean_dice_before,
         }
         for label in sorted(self.dice):
             row[f"dice_{label}"] = self.dice[label]
@@ -162,6 +202,7 @@ def evaluation_record(
     fixed_labels: Tensor | np.ndarray | Image | None = None,
     moving_labels: Tensor | np.ndarray | Image | None = None,
     labels: Sequence[int] | None = None,
+    before_labels: Tensor | np.ndarray | Image | None = None,
     det: Tensor | np.ndarray | Image | None = None,
     mask: Tensor | np.ndarray | None = None,
     cells: Tensor | None = None,
@@ -184,6 +225,9 @@ def evaluation_record(
         warped_labels, fixed_labels: (*S_fixed) integer label maps (Images allowed), both or neither.
         moving_labels: the moving label map before warping, for the label-set check.
         labels: labels to score (default: all foreground labels present).
+        before_labels: (*S_fixed) the moving labels resampled onto the fixed grid without the
+            registration (identity in world space): Dice before registration, on the labels of
+            the Dice after (``dice_before``, ``mean_dice_before``); None: not measured.
         det: Jacobian determinant field (any shape), e.g. ``jacobian_determinant_physical(...)``.
         mask: voxels where the fold statistics are taken.
         cells: folded cells (:func:`~.folds.folded_cells`) for the exact per-cell count, or None.
@@ -196,6 +240,7 @@ def evaluation_record(
     warnings: list[str] = []
     notes = [message] if message else []
     dice: dict[int, float] = {}
+    dice_before: dict[int, float] = {}
     if warped_labels is not None:
         reference = moving_labels if moving_labels is not None else warped_labels
         try:
@@ -206,6 +251,8 @@ def evaluation_record(
             dice = {int(v): math.nan for v in labels} if labels is not None else {}
         else:
             dice = dice_per_label(_data(warped_labels), _data(fixed_labels), labels)
+            if before_labels is not None:
+                dice_before = dice_per_label(_data(before_labels), _data(fixed_labels), list(dice))
     if tre is not None:
         warnings = [*warnings, *tre.get("warnings", ())]
     for w in warnings:
@@ -224,6 +271,8 @@ def evaluation_record(
         status=status,
         warnings=tuple(warnings),
         message="; ".join(notes),
+        dice_before=dice_before,
+        mean_dice_before=mean_dice(dice_before),
     )
 
 
