@@ -19,14 +19,17 @@ from .common import NiftiImage, check_nifti, check_subject_id, guarded, output_p
 
 __all__ = ["VisualReport", "report_pair"]
 
-_METRIC_KEYS = ("status", "seconds", "mean_dice", "folds", "tre", "message")
+_METRIC_KEYS = ("status", "seconds", "mean_dice_before", "mean_dice", "folds", "tre", "message")
+
+
+def _record(evaluation: os.PathLike | str | None) -> dict[str, ty.Any]:
+    """An evaluation record (JSON of :class:`~.evaluate.Evaluate`), {} without one."""
+    return {} if evaluation is None else json.loads(Path(os.fspath(evaluation)).read_text())
 
 
 def _metrics(evaluation: os.PathLike | str | None) -> dict[str, ty.Any]:
-    """The headline numbers of an evaluation record (JSON of :class:`~.evaluate.Evaluate`)."""
-    if evaluation is None:
-        return {}
-    data = json.loads(Path(os.fspath(evaluation)).read_text())
+    """The headline numbers of an evaluation record."""
+    data = _record(evaluation)
     return {k: data[k] for k in _METRIC_KEYS if data.get(k) not in (None, "", {})}
 
 
@@ -80,7 +83,10 @@ def report_pair(
         sigma_t1=None if sigma_t1 is None else load_image(os.fspath(sigma_t1)))
     svg = flicker_svg(output_path(subject_id, method, "qc_flicker", ".svg", out_dir), fixed=fixed_img,
                       warped=warped_img, fixed_labels=fixed_lab)
-    html = write_html_report(output_path(subject_id, method, "qc", ".html", out_dir), png, metrics, heading)
+    record = _record(evaluation)
+    html = write_html_report(output_path(subject_id, method, "qc", ".html", out_dir), png, metrics, heading,
+                             label_dice=record.get("dice") or None, label_dice_before=record.get("dice_before") or None,
+                             figures=[("before/after: fixed and warped moving, alternating", svg.name)])
     return {"png": png, "svg": svg, "html": html}
 
 

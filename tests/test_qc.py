@@ -186,6 +186,40 @@ def test_write_html_report_escapes_and_embeds(tmp_path, case2d):
         write_html_report(tmp_path / "bad.html", page, {}, "t")
 
 
+def test_html_report_names_metrics_tables_dice_per_label_and_shows_extra_figures(tmp_path, case2d):
+    kw, _ = case2d
+    png = render_qc(tmp_path / "f.png", **kw)
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="4"/></svg>'
+    (tmp_path / "sub 01_qc_flicker.svg").write_text(svg)
+    metrics = {"status": "ok", "seconds": 1.5, "mean_dice": 0.8, "mean_dice_before": 0.6,
+               "folds": {"folding_voxels": 2, "det_min": -0.25}, "tre": {"mean": 1.25}, "my_key": 3}
+    page = write_html_report(tmp_path / "r.html", png, metrics, "lddmm: 01",
+                             label_dice={"2": 0.9, "10": 0.7, "1": float("nan")},
+                             label_dice_before={"1": 0.5, "2": 0.4, "10": 0.8},
+                             figures=[("before/after flicker", "sub 01_qc_flicker.svg")]).read_text(encoding="utf-8")
+    # named metrics, the raw key kept in the title
+    for key, name in (("mean_dice", "mean Dice"), ("folds.folding_voxels", "folding voxels"),
+                      ("folds.det_min", "min det J"), ("seconds", "seconds"),
+                      ("mean_dice_before", "mean Dice before registration"), ("tre.mean", "TRE mean (mm)"),
+                      ("my_key", "my key")):
+        assert f'<th scope="row" title="{key}">{name}</th>' in page, key
+    # the Dice per label, numerically ordered, before / after / change
+    table = page[page.index('<table class="dice">'):]
+    table = table[:table.index("</table>")]
+    assert [int(v) for v in re.findall(r'<th scope="row">(\d+)</th>', table)] == [1, 2, 10]
+    assert "<td class=\"value\">0.400</td><td class=\"value\">0.900</td><td class=\"value\">+0.500</td>" in table
+    assert "<td class=\"value\">0.800</td><td class=\"value\">0.700</td><td class=\"value\">&minus;0.100</td>" in table
+    assert "&ndash;" in table  # label 1: no Dice after
+    # the extra figure: embedded (the page stands alone when copied); the figures fit the width
+    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    assert f'<img src="{uri}" alt="before/after flicker"' in page and page.count("base64,") == 2
+    assert "<figcaption>before/after flicker</figcaption>" in page
+    assert "max-width: 1340px" in page and "figure img { display: block; max-width: 100%; height: auto; }" in page
+    # without per-label Dice there is no such table
+    plain = write_html_report(tmp_path / "p.html", png, {"mean_dice": 0.5}, "t").read_text(encoding="utf-8")
+    assert "Dice per label" not in plain and "<figcaption>" not in plain
+
+
 def test_format_value():
     assert format_value(0.123456) == "0.1235"
     assert format_value(3) == "3" and format_value(True) == "True" and format_value(0.0) == "0"

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ..spatial import Grid, Image, resample_to_grid
+from .names import metric_name
 from .views import CONVENTIONS, Orientation, View, slice_center, views_for
 
 __all__ = ["qc_figure", "render_qc", "format_value"]
@@ -392,7 +393,7 @@ def qc_figure(
         scale = IMG_MAX / max(ha, wb)
         boxes.append((wb * scale, ha * scale))  # (width, height) in inches
     fig_w = LEFT_M + N_COLS * CELL_W + RIGHT_M
-    metric_items = [f"{k}: {format_value(v)}" for k, v in _flatten(metrics or {}).items()
+    metric_items = [f"{metric_name(k)}: {format_value(v)}" for k, v in _flatten(metrics or {}).items()
                     if not (isinstance(v, str) and title and v in title)]  # e.g. the method, already in the title
     chars = int(fig_w * DPI / 7.5)
     metric_lines = textwrap.wrap("     ".join(metric_items), width=chars, break_on_hyphens=False)

@@ -184,5 +184,12 @@ def qc_report(
     png = render_result(result, out / f"{name}.png", flab, mlab, title=title, metrics=shown, slice_at=slice_at)
     svg = flicker_svg(out / f"{name}_flicker.svg", fixed=fixed, warped=result.warped(), fixed_labels=flab,
                       windows=intensity_windows(result), slice_at=slice_at)
-    page = write_html_report(out / f"{name}.html", png, shown, title, config=result.config.to_dict())
+    after = before = None
+    if flab is not None and mlab is not None:  # the Dice per label, before and after
+        f = _on_grid(flab, fixed.grid, "fixed_labels", labels=True).data[0]
+        after = dice_per_label(result.apply(mlab).data[0], f)
+        before = dice_per_label(resample_to_grid(mlab, fixed.grid, mode="nearest").data[0], f, labels=list(after))
+    page = write_html_report(out / f"{name}.html", png, shown, title, config=result.config.to_dict(),
+                             label_dice=after, label_dice_before=before,
+                             figures=[("before/after: fixed and warped moving, alternating", svg.name)])
     return {"png": png, "svg": svg, "html": page}
