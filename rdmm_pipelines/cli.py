@@ -58,19 +58,23 @@ def _progress_bar(enabled: bool, desc: str):
 
     def draw(state) -> None:
         bar, now = shown["bar"], time.monotonic()
-        if bar is None:
-            bar = shown["bar"] = tqdm(total=100, file=sys.stderr, leave=False, dynamic_ncols=True)
-        elif state.stage_index == shown["stage"] and not state.finished and now - shown["drawn"] < 0.2:
+        if bar is not None and state.stage_index == shown["stage"] and not state.finished and now - shown["drawn"] < 0.2:
             return  # at most five redraws a second (affine iterations of a slice take milliseconds)
         record = state.record
         loss = "" if record is None else f", {'loss' if state.stage.kind == 'affine' else 'energy'} {record.total:.4g}"
         left = "" if state.remaining is None else f", about {format_duration(state.remaining)} left"
         text = (f"it {state.stage_iteration}/{state.stage.iterations}{loss}, "
                 f"{format_duration(state.elapsed)} elapsed{left}")
-        bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| " + text.replace("{", "{{").replace("}", "}}")
-        bar.set_description_str(f"{desc} {state.stage.label}", refresh=False)
-        bar.n = round(100 * state.fraction, 2)
-        bar.refresh()
+        form = "{desc}: {percentage:3.0f}%|{bar}| " + text.replace("{", "{{").replace("}", "}}")
+        label, done = f"{desc} {state.stage.label}", round(100 * state.fraction, 2)
+        if bar is None:  # the first iteration: the inputs are checked
+            shown["bar"] = tqdm(total=100, initial=done, desc=label, bar_format=form, file=sys.stderr, leave=False,
+                                dynamic_ncols=True)
+        else:
+            bar.bar_format = form
+            bar.set_description_str(label, refresh=False)
+            bar.n = done
+            bar.refresh()
         shown["drawn"], shown["stage"] = now, state.stage_index
 
     def close() -> None:
@@ -144,12 +148,13 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def _run_register(args: argparse.Namespace, configured: tuple) -> int:
     """The registration of ``rdmm register`` once its inputs and --out are checked."""
-    from .registration import register
+    from .registration import register, resolve_config
 
     if args.model in NETWORK_MODELS:
         return _finish_register(args, _register_with_network(args))
     config, preset = configured
-    progress, close = _progress_bar(not args.quiet, f"{args.model or 'register'}")  # drawn from the first iteration
+    model = args.model or resolve_config(None, config, preset, args.regularizer).model  # what the bar names
+    progress, close = _progress_bar(not args.quiet, model)  # drawn from the first iteration
     try:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
@@ -170,14 +175,16 @@ def _finish_register(args: argparse.Namespace, result) -> int:
         fixed_labels, moving_labels = load_labels(args.fixed_labels), load_labels(args.moving_labels)
     extra = None
     if fixed_labels is not None:
-        from .evaluation import evaluation_record, folded_cells
+        from .evaluation import evaluation_record, folded_cells, identity_labels
 
         cells = folded_cells(result.moving_voxels().double(), result.fixed.grid, result.moving.grid)
         record = evaluation_record(out.name, result.config.model, warped_labels=result.apply(moving_labels),
                                    fixed_labels=fixed_labels, moving_labels=moving_labels,
+                                   before_labels=identity_labels(moving_labels, result.fixed.grid),
                                    det=result.jacobian_determinant(), cells=cells, seconds=result.timings["total"])
         extra = {"evaluation": record.to_dict()}
-        print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels")
+        print(f"mean Dice {record.mean_dice:.4f} over {len(record.dice)} labels "
+              f"(before registration {record.mean_dice_before:.4f})")
     if args.overwrite:  # the whole previous result goes (record first): nothing stale is left
         from .result import clear_result
 
@@ -266,7 +273,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         subject_id=args.pair_id or Path(args.result).name, method=method, seconds=found.seconds,
         fixed_landmarks=args.fixed_points, moving_landmarks=args.moving_points,
         label_warp="onehot" if args.onehot else "nearest",
-        names={"fixed_labels": "--fixed-labels", "moving_labels": "--moving-labels"})
+        names={"fixed_labels": f"--fixed-labels {args.fixed_labels}",
+               "moving_labels": f"--moving-labels {args.moving_labels}"})
     out = Path(args.out)
     record.to_json(out)
     if args.csv:

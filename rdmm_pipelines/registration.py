@@ -23,10 +23,11 @@ from .core.interpolation import resize_field, sample_voxel
 from .optim.multiscale import IterationRecord, optimize, scale_shapes
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
+from .progress import LONG_RUN_SECONDS, RegistrationProgress, TimeEstimate, estimate_seconds, plan_stages
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
 from .spatial import Grid, Image, load_image, load_labels, normalize_intensity, same_grid
-from .threads import registration_threads, thread_limits
+from .threads import available_cpus, registration_threads, thread_limits
 
 __all__ = ["register", "as_image", "as_labels", "resolve_config"]
 
@@ -150,7 +151,7 @@ def register(
     region_labels: ImageLike | None = None,
     affine: AffineTransform | str | os.PathLike | None = None,
     device: str | torch.device = "auto",
-    progress: Callable[[IterationRecord, int], None] | None = None,
+    progress: Callable[[IterationRecord, int], None] | RegistrationProgress | None = None,
     threads: int | None = None,
     deterministic: bool = False,
 ) -> RegistrationResult:
@@ -167,7 +168,11 @@ def register(
             ANTs .mat file, fixed-to-moving as ITK writes them) used instead of estimating one;
             otherwise one is estimated when ``config.affine.enabled`` (the default).
         device: "auto", "cpu", "cuda" or "cuda:N".
-        progress: called after each optimiser iteration with (record, total iterations).
+        progress: a function, called after each iteration of the deformable optimiser with
+            (:class:`~rdmm_pipelines.optim.multiscale.IterationRecord`, the deformable iteration
+            budget); or a :class:`~rdmm_pipelines.progress.RegistrationProgress`, which also hears
+            the affine stage's iterations and reports the fraction of the weighted work done
+            and the time left (:mod:`rdmm_pipelines.progress`).
         threads: CPU threads of torch while registering (restored afterwards). None: one per
             ``threads.VOXELS_PER_THREAD`` (10^6) fixed-image voxels, at most torch's current count
             (:func:`~rdmm_pipelines.threads.registration_threads`: a 2D slice and a 2 mm brain run
@@ -179,6 +184,11 @@ def register(
     Returns:
         A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
         writes all outputs.
+
+    Before a run estimated (:func:`~rdmm_pipelines.progress.estimate_seconds`, on a CPU) to take
+    more than :data:`~rdmm_pipelines.progress.LONG_RUN_SECONDS`, the estimate and the options
+    that shorten it are logged as a warning (or passed to a ``RegistrationProgress``'s
+    ``on_long_run``).
     """
     t0 = time.perf_counter()
     cfg = resolve_config(model, config, preset, regularizer)
@@ -214,6 +224,8 @@ def register(
     given_affine = _read_affine(affine, fixed_img.ndim) if affine is not None else None
     dev = resolve_device(device)
     n_threads = 1 if deterministic else registration_threads(fixed_img.grid.numel) if threads is None else threads
+    _announce(progress, fixed_img.grid.shape, cfg, dev, n_threads or available_cpus(),
+              affine=given_affine is None and cfg.affine.enabled)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     with thread_limits(n_threads, environment=False):
         try:
@@ -222,7 +234,25 @@ def register(
                                        given_affine, dev, progress, t0)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
+    if isinstance(progress, RegistrationProgress):
+        progress.finish()
     return dataclasses.replace(result, deterministic=deterministic or was_deterministic)
+
+
+def _announce(progress, shape: tuple[int, ...], cfg: RegistrationConfig, dev: torch.device, threads: int,
+              affine: bool) -> None:
+    """The time estimate before the work: a warning (or ``progress.on_long_run``) when the run is
+    estimated long on this CPU, and the plan for a :class:`RegistrationProgress`. On a GPU the
+    CPU-calibrated estimate says nothing, so nothing is announced."""
+    seconds = estimate_seconds(shape, cfg, threads, affine) if dev.type == "cpu" else None
+    if seconds is not None and seconds > LONG_RUN_SECONDS:
+        estimate = TimeEstimate(seconds, tuple(shape), cfg.model, threads, available_cpus())
+        if isinstance(progress, RegistrationProgress) and progress.on_long_run is not None:
+            progress.on_long_run(estimate)
+        else:
+            log.warning(estimate.message())
+    if isinstance(progress, RegistrationProgress):
+        progress.start(plan_stages(shape, cfg, affine), estimate=seconds)
 
 
 def kernel_sigmas(cfg: RegistrationConfig, grid: Grid) -> tuple[float, ...]:
@@ -262,7 +292,8 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     if given_affine is not None:
         transform = given_affine
     elif cfg.affine.enabled:
-        estimate = affine_register(fixed_img, moving_img, cfg.affine, device=dev)
+        tracker = progress if isinstance(progress, RegistrationProgress) else None  # a plain callback: deformable only
+        estimate = affine_register(fixed_img, moving_img, cfg.affine, device=dev, progress=tracker)
         transform = estimate.transform
         notes += list(estimate.warnings)
     else:

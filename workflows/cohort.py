@@ -83,9 +83,11 @@ def _num(value: ty.Any) -> float:
 def cohort_rows(ids, methods, evaluations, statuses, messages, seconds, devices) -> list[dict[str, ty.Any]]:
     """One table row per (pair, method) from the combined outputs of the pair workflows.
 
-    Columns: id, method, status, message, mean_dice, dice_<label> (union over all rows, NaN
-    where a row has none), folds, folding_voxels, tre_mean, seconds, device. A pair without an
-    evaluation record (its Evaluate failed) still gets a row with its status and message.
+    Columns: id, method, status, message, mean_dice, mean_dice_before (the Dice of the moving
+    labels on the fixed grid with no transform: the same for every method of a pair),
+    dice_<label> (union over all rows, NaN where a row has none), folds, folding_voxels,
+    tre_mean, seconds, device. A pair without an evaluation record (its Evaluate failed) still
+    gets a row with its status and message.
     """
     from rdmm_pipelines.evaluation.table import EvaluationResult
 
@@ -105,6 +107,7 @@ def cohort_rows(ids, methods, evaluations, statuses, messages, seconds, devices)
             "status": statuses[i] if statuses[i] else (record.status if record else "failed"),
             "message": messages[i] or (record.message if record else ""),
             "mean_dice": record.mean_dice if record else math.nan,
+            "mean_dice_before": record.mean_dice_before if record else math.nan,
             "dice": dict(record.dice) if record else {},
             "folds": _num(folds.get("folds")),
             "folding_voxels": _num(folds.get("folding_voxels")),
@@ -116,7 +119,7 @@ def cohort_rows(ids, methods, evaluations, statuses, messages, seconds, devices)
     table = []
     for row in rows:
         dice = row.pop("dice")
-        out = {k: row[k] for k in ("id", "method", "status", "message", "mean_dice")}
+        out = {k: row[k] for k in ("id", "method", "status", "message", "mean_dice", "mean_dice_before")}
         out.update({f"dice_{label}": dice.get(label, math.nan) for label in labels})
         out.update({k: row[k] for k in ("folds", "folding_voxels", "tre_mean", "seconds", "device")})
         table.append(out)
@@ -364,8 +367,9 @@ def run_cohort(
             ``n_procs`` processes (one each by default), so that the tasks do not oversubscribe
             the machine; 0 with "slurm" or "debug": the CPUs the task's process may use.
         rerun: ignore cached results.
-        progress: print "done / failed / running" lines while it runs: True (to stderr), a
-            stream, or False/None (silent). The debug worker prints nothing.
+        progress: print "pairs done (registrations done, failed, running)" lines while it runs
+            (:class:`~.progress.CohortProgress`): True (to stderr), a stream, or False/None
+            (silent). With the debug worker only the final line.
         **worker_kwargs: for the worker, e.g. ``n_procs=2`` (cf), ``sbatch_args``,
             ``gpu_args``, ``poll_delay`` (slurm).
 
@@ -381,7 +385,7 @@ def run_cohort(
     from rdmm_pipelines.interfaces._pydra import read_job_log
 
     from rdmm_pipelines.provenance import versions, write_json_atomic
-    from rdmm_pipelines.threads import threads_per_job
+    from rdmm_pipelines.threads import available_cpus, threads_per_job
 
     from .progress import CohortProgress
 
@@ -395,7 +399,8 @@ def run_cohort(
     wf = cohort_workflow(pairs, methods, config_json, preset=preset, method_options=method_options,
                          device=device, threads=threads, report=report, retries=retries)
     stream = sys.stderr if progress is True else (progress or None)
-    monitor = CohortProgress(len(pairs) * len(methods), stream=stream)
+    slots = (worker_kwargs.get("n_procs") or available_cpus()) if worker == "cf" else None  # jobs run at once
+    monitor = CohortProgress([str(p.id) for p in pairs], list(methods), stream=stream, slots=slots)
     claim = claim_cache(cache)
     jobs_before = len(read_job_log(cache))
     started = datetime.now(UTC)
@@ -403,13 +408,16 @@ def run_cohort(
     try:
         res = run(wf, cache_root=cache, worker=worker, rerun=rerun,
                   on_job=monitor if worker in ("cf", "slurm") else None, **worker_kwargs)
+    except BaseException:
+        monitor.close()  # the state when it stopped
+        raise
     finally:
-        monitor.close()
         claim.close()
     seconds = time.perf_counter() - t0
 
     outputs: dict[tuple[str, str], dict[str, Path]] = {}
     html_links: dict[tuple[str, str], str] = {}
+    thumbnails: dict[tuple[str, str], str] = {}
     for i, (pair_id, method) in enumerate(zip(res.subject_id, res.method)):
         folder = out / _sub(pair_id) / method
         stem = _sub(pair_id)
@@ -424,16 +432,19 @@ def run_cohort(
         outputs[(pair_id, method)] = {k: v for k, v in files.items() if v is not None}
         if files["html"] is not None:
             html_links[(pair_id, method)] = files["html"].relative_to(out).as_posix()
+        if files["png"] is not None:
+            thumbnails[(pair_id, method)] = files["png"].relative_to(out).as_posix()
 
     table = copy_atomic(res.table, out / TABLE_NAME)
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
+    monitor.close(rows)  # the final state: pairs found whole in the cache were not heard while it ran
     failed = [(r["id"], r["method"], r["message"]) for r in rows if r["status"] == "failed"]
     write_json_atomic(out / RETRIES_NAME, retries)
 
     from .cohort_report import write_cohort_report
 
-    report_path = write_cohort_report(rows, out / REPORT_NAME, qc_links=html_links)
+    report_path = write_cohort_report(rows, out / REPORT_NAME, qc_links=html_links, thumbnails=thumbnails)
     ok = sum(1 for r in rows if r["status"] != "failed")
     summary = monitor.summary(ok, len(failed))
     options = {k: v for k, v in worker_kwargs.items() if isinstance(v, (str, int, float, bool))}

@@ -40,7 +40,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -76,8 +76,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AffineIterationRecord:
-    """One L-BFGS iteration: its scale, global iteration number, loss (``total``) and time."""
+    """One L-BFGS iteration: its scale, global iteration number, loss (``total``) and time.
 
+    ``stage`` (a class attribute, "affine") tells progress displays which stage of a registration
+    it belongs to (:mod:`rdmm_pipelines.progress`)."""
+
+    stage: ClassVar[str] = "affine"
     scale: float
     iteration: int
     total: float

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor
@@ -41,8 +41,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IterationRecord:
-    """Energies after one L-BFGS iteration (the named breakdown of the objective)."""
+    """Energies after one L-BFGS iteration (the named breakdown of the objective).
 
+    ``stage`` (a class attribute, "deformable", not a field: records are saved with
+    ``dataclasses.asdict``) tells progress displays which stage of a registration it belongs to
+    (:mod:`rdmm_pipelines.progress`)."""
+
+    stage: ClassVar[str] = "deformable"
     scale: float
     iteration: int
     total: float
