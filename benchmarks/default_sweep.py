@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from real_pairs import OAI_CROSS, OAI_LONG, REAL_CASES, make_real_pair  # noqa: E402
+from run_case import similarity_after  # noqa: E402
 
 #: named variants: dotted overrides of the default configuration
 VARIANTS: dict[str, dict] = {
@@ -65,8 +66,11 @@ def run_ours(files: dict, cfg) -> dict:
     for rec in result.history:
         per_scale[rec.scale] = per_scale.get(rec.scale, 0) + 1
     cells = int(result.fold_statistics().get("folded_cells", 0))
+    work = Path(files["fixed"]).parent / "sweep"
+    work.mkdir(exist_ok=True)
+    field = result.save(work, overwrite=True)["displacement"]
     return {"dice": dice, "seconds": seconds, "iterations": list(per_scale.values()),
-            "evaluations": result.evaluations, "folded_cells": cells}
+            "evaluations": result.evaluations, "folded_cells": cells, **similarity_after(files, str(field))}
 
 
 def run_syn(files: dict, work: Path) -> dict:
@@ -77,7 +81,8 @@ def run_syn(files: dict, work: Path) -> dict:
     ev = evaluate_displacement_field(out.displacement, files["fixed_labels"], files["moving_labels"],
                                      subject_id="pair", method="ants-syn")
     return {"dice": ev.mean_dice, "seconds": out.seconds, "iterations": [], "evaluations": 0,
-            "folded_cells": int((ev.folds or {}).get("folded_cells", 0) or 0)}
+            "folded_cells": int((ev.folds or {}).get("folded_cells", 0) or 0),
+            **similarity_after(files, str(out.displacement))}
 
 
 def main() -> None:
@@ -87,6 +92,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="one extra variant: key=JSON overrides")
     ap.add_argument("--cases", nargs="+", default=["oai"], help=f"'oai', 'oai-x', 'oai-l' or names of {REAL_CASES}")
     ap.add_argument("--syn", action="store_true", help="also ANTs SyN on the same pairs")
+    ap.add_argument("--preset", default="default", help="the configuration the variants change")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", default="runs/real_data")
     ap.add_argument("--out", default=None, help="append every record as a JSON line to this file")
@@ -102,6 +108,7 @@ def main() -> None:
     variants = {name: VARIANTS[name] for name in args.variants}
     if args.set:
         variants["set:" + " ".join(args.set)] = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    base = get_preset(args.preset, args.model).to_dict()
     cases = _cases(args.cases)
     rows: dict[str, list[dict]] = {}
     for case in cases:
@@ -113,11 +120,11 @@ def main() -> None:
                 work.mkdir(exist_ok=True)
                 rec = run_syn(files, work)
             else:
-                cfg = RegistrationConfig.from_dict(_apply(get_preset("default", args.model).to_dict(), variants[name]))
+                cfg = RegistrationConfig.from_dict(_apply(json.loads(json.dumps(base)), variants[name]))
                 rec = run_ours(files, cfg)
             rec.update(case=case, variant=name, model=args.model)
             rows.setdefault(name, []).append(rec)
-            print(f"{case:9s} {name[:60]:60s} Dice {rec['dice']:.3f}  {rec['seconds']:6.1f} s  "
+            print(f"{case:9s} {name[:60]:60s} Dice {rec['dice']:.3f} NCC {rec['ncc_after']:.4f} {rec['seconds']:6.1f} s  "
                   f"its {rec['iterations']} evals {rec['evaluations']} folded {rec['folded_cells']}", flush=True)
             if args.out:
                 with open(args.out, "a") as fh:
@@ -126,7 +133,8 @@ def main() -> None:
     for name, recs in rows.items():
         d = [r["dice"] for r in recs]
         s = [r["seconds"] for r in recs]
-        print(f"{name[:70]:70s} n={len(d)} Dice {statistics.mean(d):.4f} +- {statistics.pstdev(d):.4f} "
+        ncc = statistics.mean(r["ncc_after"] for r in recs)
+        print(f"{name[:70]:70s} n={len(d)} Dice {statistics.mean(d):.4f} +- {statistics.pstdev(d):.4f} NCC {ncc:.4f} "
               f"(min {min(d):.3f})  {statistics.mean(s):.1f} s/pair  folded pairs "
               f"{sum(r['folded_cells'] > 0 for r in recs)}")
 

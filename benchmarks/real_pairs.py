@@ -11,6 +11,11 @@
   (box 80x96x112 after 2x2x2 averaging) and 1 mm (160x192x224). No labels on Colin27: the label
   files are head masks (intensity above 10 % of the 99th percentile), so Dice is of the head only;
   report the similarity (``similarity_after``) and folds.
+* ``brain-2mm-rev``: Colin27 (moving) to MNI152 (fixed). The two 2 mm pairs are the brain
+  preset's set (the shared data has no third T1: ``mnia`` is the AAL label map on MNI's grid).
+
+Every brain is first brought to RAS (``nibabel.as_closest_canonical``: MNI152 is stored LAS,
+Colin27 RAS); before 2026-12-06 the raw arrays were paired, so MNI's left was Colin's right.
 
 The lists are fixed so that runs compare across commits. Data: ``$RDMM_SHARED_DATA`` or
 ``/work/shared/data`` (not shipped with the package).
@@ -29,7 +34,9 @@ SHARED = Path(os.environ.get("RDMM_SHARED_DATA", "/work/shared/data"))
 OAI_SPACING = 0.3646  # mm, in-plane (the files' headers say 1 mm)
 OAI_CROSS = tuple(f"oai-x{i:02d}" for i in range(1, 13))
 OAI_LONG = tuple(f"oai-l{i:02d}" for i in range(1, 7))
-REAL_CASES = OAI_CROSS + OAI_LONG + ("ct-head", "brain-2mm", "brain-1mm")
+BRAIN_CASES = {"brain-2mm": ("mni", "ch2", 2), "brain-1mm": ("mni", "ch2", 1),
+               "brain-2mm-rev": ("ch2", "mni", 2)}
+REAL_CASES = OAI_CROSS + OAI_LONG + ("ct-head", *BRAIN_CASES)
 _NAME = re.compile(r"^(\d+)_(\d{8})_SAG_3D_DESS_(LEFT|RIGHT)_\d+_label_all\.alignedCOM\.Label([12])\.sliced\.nii\.gz$")
 
 
@@ -85,10 +92,10 @@ def _head_mask(image: np.ndarray) -> np.ndarray:
     return (image > 0.1 * np.percentile(image, 99)).astype(np.int16)
 
 
-def _brain(folder: Path, mm: int) -> None:
+def _brain(folder: Path, moving: str, fixed: str, mm: int) -> None:
     box = (160, 192, 224)
-    for name, role in (("mni", "moving"), ("ch2", "fixed")):
-        img = nib.load(str(SHARED / "brain3d" / f"{name}.nii.gz"))
+    for name, role in ((moving, "moving"), (fixed, "fixed")):
+        img = nib.as_closest_canonical(nib.load(str(SHARED / "brain3d" / f"{name}.nii.gz")))
         a = np.asarray(img.dataobj, dtype=np.float32)
         out = np.zeros(box, dtype=np.float32)
         src, dst = [], []
@@ -138,8 +145,8 @@ def make_real_pair(case: str, folder: Path) -> dict[str, Path]:
         (folder / "source.txt").write_text("moving: %s %s %s\nfixed: %s %s %s\n" % (*pairs[case][0], *pairs[case][1]))
     elif case == "ct-head":
         _ct_head(folder)
-    elif case in ("brain-2mm", "brain-1mm"):
-        _brain(folder, int(case[6]))
+    elif case in BRAIN_CASES:
+        _brain(folder, *BRAIN_CASES[case])
     else:
         raise ValueError(f"unknown real case {case!r}; choose one of {', '.join(REAL_CASES)}")
     return files
