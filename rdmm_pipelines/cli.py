@@ -131,6 +131,8 @@ def _register_with_network(args: argparse.Namespace):
 
 def cmd_register(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if args.threads is not None and args.threads < 0:
+        raise ValueError(f"--threads must be a non-negative integer (0: all CPUs); got {args.threads}")
     for given in (args.fixed, args.moving, args.region_labels, args.fixed_labels, args.moving_labels,
                   args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in output_names():

@@ -14,7 +14,6 @@ import os
 
 os.environ.setdefault("NO_ET", "1")  # pydra's online version check: not offline
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -23,11 +22,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from rdmm_pipelines import get_preset
-from rdmm_pipelines.config import OptimizerConfig
-from rdmm_pipelines.demo import write_pair
-from rdmm_pipelines.spatial import load_image, save_image
-from rdmm_pipelines.synthetic import make_pair_2d
+from conftest import three_cohort_pairs
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -87,24 +82,11 @@ def cohort(tmp_path_factory):
     """A real cohort report: pairs 01 and 02, and 03 whose moving image is all zeros (it fails),
     each with LDDMM and vSVF (2 iterations, this process's worker)."""
     from rdmm_pipelines.workflows.cohort import run_cohort
-    from rdmm_pipelines.workflows.manifest import PairSpec
 
     _browser()  # skip before the registrations when there is no browser
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("browser_cohort")
-    pairs = []
-    for seed, pid in ((1, "01"), (2, "02"), (3, "03")):
-        f = write_pair(make_pair_2d(seed, 32), root / "inputs" / f"sub-{pid}")
-        moving = f["source"]
-        if pid == "03":
-            img = load_image(f["source"])
-            moving = save_image(type(img)(torch.zeros_like(img.data), img.grid), root / "inputs" / "zeros.nii.gz")
-        pairs.append(PairSpec(id=pid, fixed=f["target"], moving=moving, fixed_labels=f["target_labels"],
-                              moving_labels=f["source_labels"], moving_regions=f["source_regions"]))
-    cfg = get_preset("synthetic-optimized", "lddmm").replace(
-        optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
-    config = root / "config.json"
-    config.write_text(json.dumps(cfg.to_dict()))
+    pairs, config = three_cohort_pairs(root / "inputs")
     return run_cohort(pairs, root / "out", METHODS, worker="debug", config_json=config, threads=1,
                       progress=False)
 

@@ -18,10 +18,11 @@ import time
 import pytest
 import torch
 
+from conftest import three_cohort_pairs
 from rdmm_pipelines import get_preset
 from rdmm_pipelines.config import OptimizerConfig
 from rdmm_pipelines.demo import write_pair
-from rdmm_pipelines.spatial import load_image, save_image
+from rdmm_pipelines.spatial import load_image
 from rdmm_pipelines.synthetic import make_pair_2d
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -49,21 +50,7 @@ def _pair_spec(**fields):
 def cohort_inputs(tmp_path_factory):
     """Three 32x32 pairs (sub-03's moving image is all zeros) and a 2-iteration LDDMM config."""
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("cohort_inputs")
-    pairs = []
-    for seed, pid in ((1, "01"), (2, "02"), (3, "03")):
-        f = write_pair(make_pair_2d(seed, 32), root / f"sub-{pid}")
-        moving = f["source"]
-        if pid == "03":  # broken: a constant (all-zero) moving image, which every method refuses
-            img = load_image(f["source"])
-            moving = save_image(type(img)(torch.zeros_like(img.data), img.grid), root / "sub-03" / "zeros.nii.gz")
-        pairs.append(_pair_spec(id=pid, fixed=f["target"], moving=moving, fixed_labels=f["target_labels"],
-                                moving_labels=f["source_labels"], moving_regions=f["source_regions"]))
-    cfg = get_preset("synthetic-optimized", "lddmm").replace(
-        optimizer=OptimizerConfig(scales=(1.0,), iterations=(2,), map_low_res_factor=None))
-    config = root / "config.json"
-    config.write_text(json.dumps(cfg.to_dict()))
-    return pairs, config
+    return three_cohort_pairs(tmp_path_factory.mktemp("cohort_inputs"))
 
 
 # ------------------------------------------------------------------ the pair workflow

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..spatial import Grid, Image, resample_to_grid
 from .names import metric_name
-from .views import CONVENTIONS, Orientation, View, slice_center, views_for
+from .views import CONVENTIONS, Orientation, slice_center, views_for
 
 __all__ = ["qc_figure", "render_qc", "format_value"]
 
