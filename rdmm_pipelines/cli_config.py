@@ -6,10 +6,12 @@ names the flag."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from .config import ConfigError, RegistrationConfig
 
-__all__ = ["registration_config", "add_tuning_options"]
+__all__ = ["registration_config", "add_tuning_options", "read_json"]
 
 
 def add_tuning_options(parser: argparse.ArgumentParser) -> None:
@@ -79,3 +81,14 @@ def registration_config(args: argparse.Namespace, base: RegistrationConfig | Non
         cfg = _flagged("--map-resolution",
                        lambda: cfg.replace(optimizer=cfg.optimizer.replace(map_low_res_factor=float(res))))
     return cfg, None
+
+
+def read_json(given: str):
+    """A configuration file's JSON, with one-line errors for a missing or malformed file."""
+    path = Path(given)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: configuration file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None

@@ -15,9 +15,9 @@ def _network_config(args: argparse.Namespace, shape: tuple[int, ...]):
     changes = {k: v for k, v in (("inverse_consistency_weight", args.ic_weight), ("affine_steps", args.affine_steps),
                                  ("refine_steps", args.refine_steps)) if v is not None}
     if args.config:
-        from .cli import _read_json
+        from .cli_config import read_json
 
-        data = _read_json(args.config)
+        data = read_json(args.config)
         if isinstance(data, dict) and "rdmm_pipelines_training" in data:
             data = data["network"]  # a training.json record: reuse its network
         cfg = NetworkConfig.from_dict(data)

@@ -9,7 +9,8 @@ self-contained HTML report. matplotlib is imported only when a figure is drawn.
 * :func:`write_html_report`: the HTML page; :func:`qc_report`: PNG + SVG + HTML for a result.
 """
 
-from .figures import format_value, qc_figure, render_qc
+from .display import format_value
+from .figures import qc_figure, render_qc
 from .html import html_report, write_html_report
 from .report import qc_report, render_result, result_metrics
 from .reportlet import flicker_svg

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..atomic import write_text_atomic
-from .figures import _flatten, format_value
+from .display import _flatten, format_value
 from .names import METRIC_NAMES, metric_name
 
 __all__ = ["METRIC_NAMES", "html_report", "metric_name", "write_html_report"]

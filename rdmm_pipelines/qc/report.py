@@ -12,7 +12,8 @@ from torch import Tensor
 
 from ..evaluation import dice_per_label, mean_dice
 from ..spatial import Grid, Image, resample_to_grid
-from .figures import _on_grid, render_qc
+from .display import _on_grid
+from .figures import render_qc
 
 __all__ = ["render_result", "result_metrics", "qc_report"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..spatial import Image
-from .figures import _on_grid, _orientation_marks, _robust_range, _spatial
+from .display import _on_grid, _orientation_marks, _robust_range, _spatial
 from .views import Orientation, slice_center, views_for
 
 __all__ = ["flicker_svg", "FLICKER_PERIOD_S"]
