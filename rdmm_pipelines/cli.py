@@ -18,6 +18,7 @@ from .cli_outputs import (
     check_input_files,
     check_output_dir,
     field_path,
+    method_of_record,
     output_lock,
     output_names,
     prepare_output_dir,
@@ -120,7 +121,8 @@ def _finish_register(args: argparse.Namespace, result) -> int:
         from .evaluation import evaluation_record, folded_cells, identity_labels
 
         cells = folded_cells(result.moving_voxels().double(), result.fixed.grid, result.moving.grid)
-        record = evaluation_record(out.name, result.config.model, warped_labels=result.apply(moving_labels),
+        method = args.model if args.model in NETWORK_MODELS else method_of_record({"config": result.config.to_dict()})
+        record = evaluation_record(out.name, method, warped_labels=result.apply(moving_labels),
                                    fixed_labels=fixed_labels, moving_labels=moving_labels,
                                    before_labels=identity_labels(moving_labels, result.fixed.grid),
                                    det=result.jacobian_determinant(), cells=cells, seconds=result.timings["total"])

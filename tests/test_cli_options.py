@@ -104,3 +104,17 @@ def test_presets_prints_every_whole_description(capsys):
 
 def test_readme_preset_table_is_the_presets_own():
     assert markdown_table("rdmm") in README.read_text()
+
+
+def test_the_embedded_evaluation_names_the_method_as_the_cohort_does(pair, tmp_path, capsys):
+    grid = Grid.from_shape((24, 24))
+    fl = save_image(Image((_blob(0.0) > 0.5).long(), grid), tmp_path / "fl.nii.gz")
+    ml = save_image(Image((_blob(1.5) > 0.5).long(), grid), tmp_path / "ml.nii.gz")
+    out = tmp_path / "out"
+    rc = main(["register", str(pair[0]), str(pair[1]), "--out", str(out), "-q", "--no-qc", "--no-affine",
+               "--iterations", "2", "--fixed-labels", str(fl), "--moving-labels", str(ml)])
+    assert rc == 0, capsys.readouterr().err
+    evaluation = json.loads((out / "registration.json").read_text())["evaluation"]
+    assert evaluation["method"] == "rdmm-optimized"
+    assert 0 < evaluation["mean_dice_before"] < evaluation["mean_dice"] <= 1
+    assert "before registration" in capsys.readouterr().out
