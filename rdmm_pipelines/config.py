@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 MODELS = ("vsvf", "lddmm", "rdmm")
-_SIMILARITIES = ("ncc", "lncc", "mk-lncc", "ssd")
+_SIMILARITIES = ("ncc", "lncc", "mk-lncc", "ssd", "mi")
 _AFFINE_INITS = ("center_of_mass", "geometric_center", "identity")
 _DOFS = ("rigid", "similarity", "affine")
 
@@ -251,15 +251,23 @@ class IntegratorConfig(_Config):
 
 @dataclass(frozen=True)
 class SimilarityConfig(_Config):
-    """Image similarity: "ssd", "ncc", "lncc" or "mk-lncc", divided by sigma^2."""
+    """Image similarity: "ssd", "ncc", "lncc", "mk-lncc" or "mi", divided by sigma^2.
+
+    ``window``: the LNCC window in voxels ("lncc" only; None: the default for the image size).
+    ``bins``: histogram bins of "mi" (Mattes mutual information,
+    :mod:`rdmm_pipelines.mutual_information`: for multi-modal pairs), an integer >= 4.
+    """
 
     name: str = "mk-lncc"
     sigma: float = 1.0
     window: int | None = None
+    bins: int = 32
 
     def __post_init__(self) -> None:
-        _choice("similarity.name", self.name, ("ssd", "ncc", "lncc", "mk-lncc"))
+        _choice("similarity.name", self.name, _SIMILARITIES)
         _positive("similarity.sigma", self.sigma)
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 4:
+            raise ConfigError(f"similarity.bins must be an integer >= 4; got {self.bins!r}")
 
 
 @dataclass(frozen=True)
@@ -314,8 +322,10 @@ class AffineConfig(_Config):
         scales: image scale factors, strictly increasing, each in (0, 1] (coarse to fine).
         iterations: maximum L-BFGS iterations per scale (0 skips the scale).
         similarity: "ncc" (global normalised cross-correlation over the overlap), "ssd" (mean
-            squared difference over the overlap), "lncc" or "mk-lncc" (local measures of
-            :mod:`rdmm_pipelines.similarity`; prefer them only for textured images).
+            squared difference over the overlap), "mi" (Mattes mutual information over the
+            overlap, 32 bins: for multi-modal pairs, :mod:`rdmm_pipelines.mutual_information`),
+            "lncc" or "mk-lncc" (local measures of :mod:`rdmm_pipelines.similarity`; prefer them
+            only for textured images).
         learning_rate: L-BFGS step scale; 1.0 lets the strong-Wolfe line search pick full
             quasi-Newton steps (parameters are unit-less, see the module docstring).
         init: "center_of_mass" (translation aligning the intensity centroids in world space),
@@ -425,6 +435,16 @@ class RegistrationConfig(_Config):
     regularity_weight: float = 20.0
     normalize_intensity: bool = True
     seed: int = 0
+
+    def with_similarity(self, name: str) -> "RegistrationConfig":
+        """This configuration with the deformable stage's similarity ``name`` (its other settings
+        kept). Mutual information ("mi") is for images of different contrasts (a T2 to a T1): the
+        affine stage, whose default NCC assumes the same contrast, then measures MI too; other
+        names leave the affine stage as it is. Raises ConfigError for a name not accepted."""
+        cfg = self.replace(similarity=self.similarity.replace(name=name))
+        if name == "mi" and cfg.affine.similarity != "mi":
+            cfg = cfg.replace(affine=cfg.affine.replace(similarity="mi"))
+        return cfg
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)

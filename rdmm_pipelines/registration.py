@@ -23,6 +23,7 @@ from .core.interpolation import resize_field, sample_voxel
 from .optim.multiscale import IterationRecord, optimize, scale_shapes
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
+from .masks import MaskLike, describe_mask, mask_on_grid
 from .progress import LONG_RUN_SECONDS, RegistrationProgress, TimeEstimate, estimate_seconds, plan_stages
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
@@ -149,6 +150,8 @@ def register(
     preset: str | None = None,
     regularizer: str | None = None,
     region_labels: ImageLike | None = None,
+    fixed_mask: MaskLike | None = None,
+    moving_mask: MaskLike | None = None,
     affine: AffineTransform | str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[IterationRecord, int], None] | RegistrationProgress | None = None,
@@ -164,6 +167,11 @@ def register(
         regularizer: RDMM pre-weight source, "predefined" or "optimized" (overrides the config's).
         region_labels: for "predefined": a label map in the moving image's space and on its grid;
             region r gets h0^2 = ``config.regional.region_weights[r]``.
+        fixed_mask, moving_mask: optional masks (nonzero = inside; an Image, NIfTI path or
+            tensor on any grid of the image's world space, :mod:`rdmm_pipelines.masks`) that
+            restrict the similarity, in the affine and the deformable stage, to the fixed voxels
+            inside the fixed mask whose point maps inside the moving mask. Checked before any
+            work (dimension, empty, field of view); recorded in registration.json.
         affine: a given affine pre-registration (an :class:`AffineTransform`, or an ITK .txt /
             ANTs .mat file, fixed-to-moving as ITK writes them) used instead of estimating one;
             otherwise one is estimated when ``config.affine.enabled`` (the default).
@@ -206,6 +214,7 @@ def register(
             raise ValueError(f"{name} image contains NaN or infinite values")
         if min(img.grid.shape) < 4:
             raise ValueError(f"{name} image is too small for registration: shape {img.grid.shape}")
+    masks = _Masks.read(fixed_mask, moving_mask, fixed_img.grid, moving_img.grid)
     regions = None
     if cfg.model == "rdmm" and cfg.regional.source == "predefined":
         if region_labels is None:
@@ -231,7 +240,7 @@ def register(
         try:
             torch.use_deterministic_algorithms(deterministic or was_deterministic)
             result = _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
-                                       given_affine, dev, progress, t0)
+                                       given_affine, dev, progress, t0, masks)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
     if isinstance(progress, RegistrationProgress):
@@ -279,8 +288,32 @@ def kernel_sigmas(cfg: RegistrationConfig, grid: Grid) -> tuple[float, ...]:
     return tuple(hi * (s / hi) ** a for s in sig)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Masks:
+    """The masks of a registration: as given (for the record) and checked on their image's grid."""
+
+    fixed_given: MaskLike | None = None
+    moving_given: MaskLike | None = None
+    fixed: Image | None = None
+    moving: Image | None = None
+
+    @classmethod
+    def read(cls, fixed_mask: MaskLike | None, moving_mask: MaskLike | None, fixed_grid: Grid,
+             moving_grid: Grid) -> "_Masks":
+        return cls(fixed_mask, moving_mask,
+                   None if fixed_mask is None else mask_on_grid(fixed_mask, fixed_grid, "fixed mask", "fixed image"),
+                   None if moving_mask is None else mask_on_grid(moving_mask, moving_grid, "moving mask", "moving image"))
+
+    def record(self) -> dict:
+        out = {}
+        for key, given, mask in (("fixed_mask", self.fixed_given, self.fixed), ("moving_mask", self.moving_given,
+                                                                               self.moving)):
+            out[key] = None if mask is None else {**_describe(given), **describe_mask(mask)}
+        return out
+
+
 def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions, given_affine,
-                      dev, progress, t0) -> RegistrationResult:
+                      dev, progress, t0, masks: "_Masks") -> RegistrationResult:
     """The work of :func:`register` once its inputs are checked."""
     if cfg.normalize_intensity:
         fixed_n = normalize_intensity(fixed_img)
@@ -293,7 +326,8 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
         transform = given_affine
     elif cfg.affine.enabled:
         tracker = progress if isinstance(progress, RegistrationProgress) else None  # a plain callback: deformable only
-        estimate = affine_register(fixed_img, moving_img, cfg.affine, device=dev, progress=tracker)
+        estimate = affine_register(fixed_img, moving_img, cfg.affine, device=dev, progress=tracker,
+                                   fixed_mask=masks.fixed, moving_mask=masks.moving)
         transform = estimate.transform
         notes += list(estimate.warnings)
     else:
@@ -303,6 +337,16 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     to_moving = transform.moving_voxels(grid, moving_n.grid, dtype=torch.float32, device=dev)
     notes += _check_overlap(to_moving, moving_n.grid, aligned=given_affine is None and cfg.affine.enabled)
     source = sample_voxel(moving_n.batch().to(dev, torch.float32), to_moving, mode="linear", padding="zeros")
+    target_mask = None if masks.fixed is None else masks.fixed.batch().to(dev, torch.float32)
+    source_mask = None
+    if masks.moving is not None:  # the moving mask on the fixed grid, aligned as the source is
+        source_mask = sample_voxel(masks.moving.batch().to(dev, torch.float32), to_moving, mode="linear",
+                                   padding="zeros")
+    joint = (torch.ones_like(target[:, :1]) if target_mask is None else target_mask) * \
+        (1.0 if source_mask is None else source_mask)
+    if float(joint.sum()) < 1.0:
+        raise ValueError("after the affine alignment the masks leave no fixed voxel to compare: the fixed mask and "
+                         "the aligned moving mask do not overlap (check the masks and the affine)")
     h0_full = None
     sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
     used = kernel_sigmas(cfg, grid)  # the model's sigmas: kernel.sigmas * sigma_scale = used
@@ -317,7 +361,7 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     torch.manual_seed(cfg.seed)
     log.info("registering %s -> %s with %s on %s", moving_img.grid, fixed_img.grid, cfg.model, dev)
     out = optimize(source, target, grid.domain_spacing, run_cfg, h0_fixed=h0_full, sigma_scale=sigma_scale,
-                   progress=progress)
+                   progress=progress, target_mask=target_mask, source_mask=source_mask)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t_opt = time.perf_counter()
@@ -333,7 +377,7 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
         inputs={"fixed": {**_describe(fixed), "grid": _grid_record(fixed_img.grid)},
                 "moving": {**_describe(moving), "grid": _grid_record(moving_img.grid)},
                 "region_labels": _describe(region_labels) if region_labels is not None else None,
-                "affine": _describe(affine) if affine is not None else None},
+                "affine": _describe(affine) if affine is not None else None, **masks.record()},
         warnings=notes + list(out.warnings),
         evaluations=out.evaluations, step_difference=out.step_difference,
         shot_steps=out.shot_steps, shot_cfl=out.shot_cfl, scales=out.scales,

@@ -1,7 +1,12 @@
 """Image dissimilarity measures (to be minimised; 0 = perfect match).
 
-Every measure is a parameter-free ``torch.nn.Module`` whose ``forward(warped, target)`` takes two
-images of the same shape (B, C, *S), d = len(S) in {2, 3}, and returns a (B,) tensor >= 0:
+Every measure is a parameter-free ``torch.nn.Module`` whose ``forward(warped, target, weight=None)``
+takes two images of the same shape (B, C, *S), d = len(S) in {2, 3}, and returns a (B,) tensor >= 0.
+``weight`` (B or 1, 1, *S) in [0, 1] restricts the measure to a region (a mask: the fixed mask times
+the warped moving mask): every mean over voxels becomes the weighted mean
+``sum_x w(x) f(x) / sum_x w(x)``; for the local measures the windows still see every voxel and
+only the voxels where the local NCC is counted are weighted, as ANTs' metric masks restrict the
+points where the metric is evaluated. With w = 1 everywhere the measures are unchanged:
 
 * :class:`SSD`: ``mean_{c,x} (I_w - I_t)^2 / sigma^2``.
 * :class:`NCC`: ``(1 - mean_c ncc_c^2) / sigma^2`` with the global normalised cross-correlation
@@ -10,6 +15,8 @@ images of the same shape (B, C, *S), d = len(S) in {2, 3}, and returns a (B,) te
   ``(1 - mean_{c,x} lncc) / sigma^2``.
 * :class:`MultiKernelLNCC`: a weighted sum of LNCCs; :meth:`MultiKernelLNCC.for_shape` gives
   windows that are fixed fractions (1/16, 1/8, 1/4) of the shortest side.
+* :class:`~rdmm_pipelines.mutual_information.MutualInformation`: Parzen-window mutual information,
+  ``(1 - MI / H(target)) / sigma^2``, for images whose intensities do not correspond (multi-modal).
 
 :func:`make_similarity` builds one by name (see :data:`SIMILARITIES`).
 """
@@ -25,7 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["SSD", "NCC", "LNCC", "MultiKernelLNCC", "SIMILARITIES", "default_lncc_window", "make_similarity"]
+from .mutual_information import MutualInformation
+
+__all__ = ["SSD", "NCC", "LNCC", "MultiKernelLNCC", "MutualInformation", "SIMILARITIES", "default_lncc_window",
+           "make_similarity"]
 
 _EPS = 1e-10
 _MK_FRACTIONS = (1 / 16, 1 / 8, 1 / 4)  # mk-LNCC windows, as fractions of the shortest side
@@ -40,6 +50,26 @@ def _check_pair(warped: Tensor, target: Tensor) -> None:
             f"warped and target must have the same shape, got {tuple(warped.shape)} and {tuple(target.shape)}")
     if warped.dim() not in (4, 5):
         raise ValueError(f"images must be (B, C, *S) with 2 or 3 spatial dims, got shape {tuple(warped.shape)}")
+
+
+def _check_weight(weight: Tensor | None, warped: Tensor) -> Tensor | None:
+    """``weight`` checked against the images: (B or 1, 1, *S), or None."""
+    if weight is None:
+        return None
+    s = tuple(warped.shape[2:])
+    if weight.dim() != warped.dim() or weight.shape[1] != 1 or tuple(weight.shape[2:]) != s \
+            or weight.shape[0] not in (1, warped.shape[0]):
+        raise ValueError(f"weight must be (B or 1, 1, *{s}), got {tuple(weight.shape)}")
+    return weight
+
+
+def _weighted_mean(values: Tensor, weight: Tensor | None) -> Tensor:
+    """Mean over the spatial voxels of (B, C, *S) -> (B, C), weighted by (B or 1, 1, *S) when given
+    (an all-zero weight gives 0, not NaN)."""
+    if weight is None:
+        return values.flatten(2).mean(2)
+    w = weight.to(values.dtype).flatten(2)
+    return (values.flatten(2) * w).sum(2) / w.sum(2).clamp_min(1e-12)
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -67,9 +97,12 @@ class SSD(nn.Module):
         _check_positive("sigma", sigma)
         self.sigma = float(sigma)
 
-    def forward(self, warped: Tensor, target: Tensor) -> Tensor:
+    def forward(self, warped: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         _check_pair(warped, target)
-        return (warped - target).pow(2).flatten(1).mean(1) / self.sigma**2
+        weight = _check_weight(weight, warped)
+        if weight is None:
+            return (warped - target).pow(2).flatten(1).mean(1) / self.sigma**2
+        return _weighted_mean((warped - target).pow(2), weight).mean(1) / self.sigma**2
 
 
 class NCC(nn.Module):
@@ -87,14 +120,13 @@ class NCC(nn.Module):
         _check_positive("eps", eps)
         self.sigma, self.eps = float(sigma), float(eps)
 
-    def forward(self, warped: Tensor, target: Tensor) -> Tensor:
+    def forward(self, warped: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         _check_pair(warped, target)
-        a = warped.flatten(2)
-        b = target.flatten(2)
-        a = a - a.mean(2, keepdim=True)
-        b = b - b.mean(2, keepdim=True)
-        cov = (a * b).mean(2)
-        ncc2 = cov * cov / (a.pow(2).mean(2) * b.pow(2).mean(2) + self.eps)  # (B, C)
+        weight = _check_weight(weight, warped)
+        a = warped - _weighted_mean(warped, weight).view(*warped.shape[:2], *([1] * (warped.dim() - 2)))
+        b = target - _weighted_mean(target, weight).view(*target.shape[:2], *([1] * (target.dim() - 2)))
+        cov = _weighted_mean(a * b, weight)
+        ncc2 = cov * cov / (_weighted_mean(a * a, weight) * _weighted_mean(b * b, weight) + self.eps)  # (B, C)
         return (1.0 - ncc2.mean(1)).clamp_min(0.0) / self.sigma**2
 
 
@@ -360,10 +392,11 @@ class LNCC(nn.Module):
         win = _per_axis("window", self.window, warped.dim() - 2)
         return _lncc_maps(warped, target, [win], self.eps)[0]
 
-    def forward(self, warped: Tensor, target: Tensor) -> Tensor:
+    def forward(self, warped: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         _check_pair(warped, target)
+        weight = _check_weight(weight, warped)
         lncc = self._local_ncc64(warped, target)
-        return ((1.0 - lncc.flatten(1).mean(1)).clamp_min(0.0) / self.sigma**2).to(warped.dtype)
+        return ((1.0 - _weighted_mean(lncc, weight).mean(1)).clamp_min(0.0) / self.sigma**2).to(warped.dtype)
 
 
 class MultiKernelLNCC(nn.Module):
@@ -410,15 +443,18 @@ class MultiKernelLNCC(nn.Module):
         windows = tuple(max(lo, 2 * math.floor(m * f / 2) + 1) for f, lo in zip(_MK_FRACTIONS, _MK_MIN_WINDOWS))
         return cls(windows, _MK_WEIGHTS, sigma=sigma)
 
-    def forward(self, warped: Tensor, target: Tensor) -> Tensor:
+    def forward(self, warped: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
         _check_pair(warped, target)
+        weight = _check_weight(weight, warped)
         d = warped.dim() - 2
         maps = _lncc_maps(warped, target, [(w,) * d for w in self.windows], self.eps)
-        total = sum(w * (1.0 - m.flatten(1).mean(1)).clamp_min(0.0) for w, m in zip(self.weights, maps))
+        total = sum(w * (1.0 - _weighted_mean(m, weight).mean(1)).clamp_min(0.0) for w, m in zip(self.weights, maps))
         return (total / self.sigma**2).to(warped.dtype)
 
 
-SIMILARITIES: dict[str, type] = {"ssd": SSD, "ncc": NCC, "lncc": LNCC, "mk-lncc": MultiKernelLNCC}
+
+SIMILARITIES: dict[str, type] = {"ssd": SSD, "ncc": NCC, "lncc": LNCC, "mk-lncc": MultiKernelLNCC,
+                                 "mi": MutualInformation}
 
 
 def default_lncc_window(shape: Sequence[int]) -> int:
@@ -427,11 +463,13 @@ def default_lncc_window(shape: Sequence[int]) -> int:
     return max(9, min(int(s) for s in shape) // 16)
 
 
-def make_similarity(name: str, shape: Sequence[int], sigma: float = 1.0, window: int | None = None) -> nn.Module:
+def make_similarity(name: str, shape: Sequence[int], sigma: float = 1.0, window: int | None = None,
+                    bins: int = 32) -> nn.Module:
     """Build the measure ``name`` (a key of :data:`SIMILARITIES`) for images of spatial shape ``shape``.
 
     ``window`` is used by "lncc" only (default :func:`default_lncc_window`); "mk-lncc" uses
-    :meth:`MultiKernelLNCC.for_shape`; "ssd" and "ncc" ignore ``shape`` and ``window``.
+    :meth:`MultiKernelLNCC.for_shape`; "mi" (:class:`~rdmm_pipelines.mutual_information.MutualInformation`,
+    every voxel) uses ``bins``; "ssd" and "ncc" ignore ``shape``, ``window`` and ``bins``.
     """
     if name not in SIMILARITIES:
         raise ValueError(f"unknown similarity {name!r}; valid: {', '.join(sorted(SIMILARITIES))}")
@@ -441,4 +479,6 @@ def make_similarity(name: str, shape: Sequence[int], sigma: float = 1.0, window:
         return NCC(sigma)
     if name == "lncc":
         return LNCC(default_lncc_window(shape) if window is None else window, sigma)
+    if name == "mi":
+        return MutualInformation(bins=bins, sigma=sigma)
     return MultiKernelLNCC.for_shape(shape, sigma)

@@ -254,7 +254,7 @@ def test_config_validation():
         ({"scales": (1.0, 0.5), "iterations": (1, 1)}, "scales"),
         ({"scales": (0.5, 1.0)}, "iterations"),
         ({"iterations": (1, -1, 1)}, "iterations"),
-        ({"similarity": "mi"}, "similarity"),
+        ({"similarity": "nmi"}, "similarity"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"init": "moments"}, "init"),
         ({"dof": "bspline"}, "dof"),

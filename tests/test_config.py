@@ -25,7 +25,7 @@ def test_round_trip_through_json():
     ({"optimizer": {"iterations": [1, 2]}}, "one non-negative integer per scale"),
     ({"regional": {"source": "learnt"}}, "regional.source"),
     ({"regional": {"source": "predefined"}}, "region_weights"),
-    ({"similarity": {"name": "mi"}}, "similarity.name"),
+    ({"similarity": {"name": "nmi"}}, "similarity.name"),
     ({"regularity_weight": -1}, "regularity_weight"),
 ])
 def test_bad_configurations_are_rejected_with_the_key_named(data, match):

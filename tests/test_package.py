@@ -19,6 +19,7 @@ FORBIDDEN = {
     "metric": {"models", "optim", "registration", "result", "demo", "cli"},
     "models": {"optim", "registration", "result", "demo", "cli"},
     "similarity": {"models", "optim", "registration", "result", "demo", "cli"},
+    "mutual_information": {"models", "optim", "registration", "result", "demo", "cli"},
     "optim": {"registration", "result", "demo", "cli"},
     "evaluation": {"registration", "demo", "cli", "optim"},
     "learning": {"demo", "cli", "qc"},  # beside register(): it may build RegistrationResults

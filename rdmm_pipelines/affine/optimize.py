@@ -6,7 +6,8 @@ The estimated transform maps FIXED world points to MOVING world points (see
 * **Intensities**: both images are mapped to [0, 1] by their 0.1 / 99.9 percentiles and clamped
   (:func:`rdmm_pipelines.spatial.normalize_intensity`; ``config.percentiles``); a constant image
   is an error.
-* **Similarity**: "ncc" (default) and "ssd" are evaluated over the overlap only, the fixed voxels
+* **Similarity**: "ncc" (default), "ssd" and "mi" (mutual information, for multi-modal pairs) are
+  evaluated over the overlap only (times the masks, when given), the fixed voxels
   whose moving point lies inside the moving image (as ITK/ANTs metrics do; below 10% overlap the
   loss is a constant 2, worse than any real value). Zero-filling the outside instead biases the
   result as soon as the moving field of view cuts through structure (measured on textured 3D
@@ -281,6 +282,8 @@ def affine_register(
     config: AffineConfig = AffineConfig(),
     device: torch.device | str = "cpu",
     progress: Callable[[AffineIterationRecord, int], None] | None = None,
+    fixed_mask: Image | None = None,
+    moving_mask: Image | None = None,
 ) -> AffineResult:
     """Estimate the affine map from ``fixed`` world points to ``moving`` world points.
 
@@ -290,6 +293,9 @@ def affine_register(
         config: :class:`AffineConfig`.
         device: where to compute.
         progress: called after every iteration with the record and the total iteration budget.
+        fixed_mask, moving_mask: optional (1, *S) masks in [0, 1] on the fixed / moving grid
+            that restrict the similarity (the fixed voxels inside the fixed mask whose point maps
+            inside the moving mask).
 
     Returns:
         :class:`AffineResult`; ``result.transform.moving_voxels(fixed.grid, moving.grid)`` resamples
@@ -306,7 +312,13 @@ def affine_register(
     work = torch.float64 if torch.float64 in (fixed.data.dtype, moving.data.dtype) else torch.float32
     fixed_n = _normalise(fixed, "fixed", config.percentiles).to(device=device, dtype=work)
     moving_n = _normalise(moving, "moving", config.percentiles).to(device=device, dtype=work)
-    full = _Level(fixed_n, moving_n, 1.0, config)
+    for name, mask, img in (("fixed", fixed_mask, fixed), ("moving", moving_mask, moving)):
+        if mask is not None and tuple(mask.data.shape[1:]) != tuple(img.grid.shape):
+            raise ValueError(f"{name} mask of shape {tuple(mask.data.shape[1:])} is not on the {name} grid "
+                             f"{tuple(img.grid.shape)}")
+    fmask = None if fixed_mask is None else fixed_mask.with_data(fixed_mask.data.to(device=device, dtype=work))
+    mmask = None if moving_mask is None else moving_mask.with_data(moving_mask.data.to(device=device, dtype=work))
+    full = _Level(fixed_n, moving_n, 1.0, config, fmask, mmask)
 
     if not config.enabled:
         ident = AffineTransform.identity(d)
@@ -314,8 +326,11 @@ def affine_register(
             loss = float(full.loss(torch.tensor(np.array(ident.matrix), device=device)))
         return AffineResult(ident, (), time.perf_counter() - t_start, loss, loss, ident)
 
-    init = initial_transform(fixed_n, moving_n, config.init)
-    centre = centroid(fixed_n) if config.init == "center_of_mass" else _box_centre(fixed.grid)
+    # the centres of mass of what the masks keep (a blob outside the moving mask must not pull the start)
+    fixed_in = fixed_n if fmask is None else fixed_n.with_data(fixed_n.data * fmask.data)
+    moving_in = moving_n if mmask is None else moving_n.with_data(moving_n.data * mmask.data)
+    init = initial_transform(fixed_in, moving_in, config.init)
+    centre = centroid(fixed_in) if config.init == "center_of_mass" else _box_centre(fixed.grid)
     if d == 2:
         centre[2] = 0.0
     half = 0.5 * fixed.grid.domain_scale
@@ -351,7 +366,7 @@ def affine_register(
         if iters == 0:
             per_scale.append(0)
             continue
-        level = full if factor >= 1.0 else _Level(fixed_n, moving_n, factor, config)
+        level = full if factor >= 1.0 else _Level(fixed_n, moving_n, factor, config, fmask, mmask)
         with torch.no_grad():
             loss0 = float(level.loss(world(theta)))
         # divide by the starting loss so that L-BFGS's absolute tolerances are relative ones,

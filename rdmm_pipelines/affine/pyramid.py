@@ -2,8 +2,8 @@
 
 A :class:`_Level` holds the fixed image smoothed and resampled to one scale, the moving image
 smoothed to the same physical resolution, and evaluates the loss of a world-space affine by
-sampling the moving image through it (``sample_voxel``, linear); "ncc" / "ssd" are taken over the
-overlap only (:func:`overlap_similarity`), as ITK/ANTs metrics do. Used by :mod:`.optimize`.
+sampling the moving image through it (``sample_voxel``, linear); "ncc" / "ssd" / "mi" are taken over
+the overlap only (:func:`overlap_similarity`), as ITK/ANTs metrics do. Used by :mod:`.optimize`.
 """
 
 from __future__ import annotations
@@ -17,42 +17,47 @@ from torch import Tensor
 
 from ..config import AffineConfig
 from ..core.interpolation import sample_voxel
+from ..mutual_information import MutualInformation
 from ..similarity import make_similarity
 from ..spatial.image import Image, resample_to_grid
 
 __all__ = ["overlap_similarity", "MIN_OVERLAP", "NO_OVERLAP_LOSS"]
 
 # measures evaluated over the overlap only (fixed points mapped inside the moving image)
-_OVERLAP_MEASURES = ("ncc", "ssd")
+_OVERLAP_MEASURES = ("ncc", "ssd", "mi")
 MIN_OVERLAP = 0.1
-"""Below this fraction of fixed voxels mapped inside the moving image, "ncc" / "ssd" give
+"""Below this fraction of fixed voxels mapped inside the moving image, "ncc" / "ssd" / "mi" give
 :data:`NO_OVERLAP_LOSS` (with zero gradient), so the line search backs off."""
 NO_OVERLAP_LOSS = 2.0
 
 
 
 def overlap_similarity(kind: str, warped: Tensor, target: Tensor, mask: Tensor, eps: float = 1e-10) -> Tensor:
-    """SSD or NCC over the voxels where ``mask`` is 1 (the overlap), as ITK/ANTs metrics do.
+    """SSD, NCC or MI over the voxels where ``mask`` is 1 (the overlap), as ITK/ANTs metrics do.
 
     Same definitions as :class:`rdmm_pipelines.similarity.SSD` / :class:`~.similarity.NCC` (sigma
     1), with every mean taken over the masked voxels: SSD = mean_{c, mask} (I_w - I_t)^2,
     NCC = 1 - mean_c cov_c^2 / (var_w,c var_t,c + eps). With a mask of ones they coincide.
+    MI is :class:`rdmm_pipelines.mutual_information.MutualInformation` (32 bins, every voxel) with
+    the mask as its voxel weight: ``1 - MI / H(target)`` of the joint histogram of the masked voxels.
 
     Args:
-        kind: "ssd" or "ncc".
+        kind: "ssd", "ncc" or "mi".
         warped, target: (B, C, *S).
         mask: (B or 1, 1, *S) of 0 / 1.
 
     Returns:
         (B,).
     """
+    if kind == "mi":
+        return MutualInformation()(warped, target, mask)
     w, t = warped.flatten(2), target.flatten(2)
     m = mask.flatten(2).expand(w.shape[0], 1, -1)
     n = m.sum(2, keepdim=True).clamp_min(1.0)  # (B, 1, 1)
     if kind == "ssd":
         return ((w - t).pow(2) * m).sum(2).mean(1) / n[:, 0, 0]
     if kind != "ncc":
-        raise ValueError(f"overlap similarity is 'ssd' or 'ncc', got {kind!r}")
+        raise ValueError(f"overlap similarity is 'ssd', 'ncc' or 'mi', got {kind!r}")
     a = (w - (w * m).sum(2, keepdim=True) / n) * m
     b = (t - (t * m).sum(2, keepdim=True) / n) * m
     cov = (a * b).sum(2) / n[:, :, 0]
@@ -104,7 +109,11 @@ def _coarse_shape(shape: tuple[int, ...], factor: float, minimum: int) -> tuple[
 class _Level:
     """Images and constants of one scale: the loss as a function of the world matrix."""
 
-    def __init__(self, fixed: Image, moving: Image, factor: float, cfg: AffineConfig) -> None:
+    def __init__(self, fixed: Image, moving: Image, factor: float, cfg: AffineConfig,
+                 fixed_mask: Image | None = None, moving_mask: Image | None = None) -> None:
+        """``fixed_mask`` / ``moving_mask``: (1, *S) masks in [0, 1] on the fixed / moving grid, or
+        None; the loss is restricted to the fixed voxels inside the fixed mask whose point maps
+        inside the moving mask (linearly interpolated: a soft edge)."""
         d = fixed.ndim
         shape = _coarse_shape(fixed.grid.shape, factor, cfg.min_size)
         self.grid = fixed.grid.resized(shape)
@@ -121,6 +130,13 @@ class _Level:
             self.moving = _blur(moving.batch(), _smoothing_sigmas(moving.grid.spacing, np.full(d, coarse_mm)))
         else:
             self.moving = moving.batch()
+        self.fixed_mask = None
+        if fixed_mask is not None:
+            self.fixed_mask = resample_to_grid(fixed_mask.with_data(fixed_mask.data.to(self.fixed.dtype)), self.grid,
+                                               mode="linear").batch()
+        self.masked_moving = moving_mask is not None  # the mask travels as one more channel of the moving image
+        if self.masked_moving:
+            self.moving = torch.cat([self.moving, moving_mask.data.to(self.moving)[None]], dim=1)
         self.moving_grid = moving.grid
         dtype, device = self.fixed.dtype, self.fixed.device
         self.idx_flat = self.grid.voxel_indices(dtype, device).view(d, -1)
@@ -145,15 +161,21 @@ class _Level:
 
     def warp(self, world: Tensor) -> Tensor:
         """(1, C, *S) moving image sampled at ``world`` applied to this level's fixed grid."""
-        return sample_voxel(self.moving, self._coords(world), mode="linear", padding="zeros")
+        warped = sample_voxel(self.moving, self._coords(world), mode="linear", padding="zeros")
+        return warped[:, :-1] if self.masked_moving else warped
 
     def loss(self, world: Tensor) -> Tensor:
         coords = self._coords(world)
         warped = sample_voxel(self.moving, coords, mode="linear", padding="zeros")
+        weight = self.fixed_mask
+        if self.masked_moving:
+            warped, moved_mask = warped[:, :-1], warped[:, -1:]
+            weight = moved_mask if weight is None else weight * moved_mask
         if self.sim is not None:
-            return self.sim(warped, self.fixed).sum()
+            return self.sim(warped, self.fixed, weight).sum()
         tol = 1e-3
         inside = ((coords >= -tol) & (coords <= self.upper + tol)).all(dim=1, keepdim=True)
         if float(inside.to(torch.float32).mean()) < MIN_OVERLAP:
             return warped.sum() * 0.0 + NO_OVERLAP_LOSS  # zero gradient, worse than any overlap
-        return overlap_similarity(self.kind, warped, self.fixed, inside.to(warped.dtype)).sum()
+        mask = inside.to(warped.dtype) if weight is None else inside.to(warped.dtype) * weight
+        return overlap_similarity(self.kind, warped, self.fixed, mask).sum()

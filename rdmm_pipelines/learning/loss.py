@@ -46,7 +46,8 @@ class RegistrationLoss(nn.Module):
         super().__init__()
         self.cfg = net.cfg
         self.similarity = make_similarity(net.cfg.similarity.name, net.cfg.image_shape,
-                                          sigma=net.cfg.similarity.sigma, window=net.cfg.similarity.window)
+                                          sigma=net.cfg.similarity.sigma, window=net.cfg.similarity.window,
+                                          bins=net.cfg.similarity.bins)
 
     def forward(self, net: RegistrationNetwork, pred: Prediction, target: Tensor, spacing: Sequence[float],
                 epoch: float, bidirectional: bool = False) -> dict[str, Tensor]:

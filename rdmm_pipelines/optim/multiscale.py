@@ -158,6 +158,8 @@ def optimize(
     h0_fixed: Tensor | None = None,
     sigma_scale: float = 1.0,
     progress: Callable[[IterationRecord, int], None] | None = None,
+    target_mask: Tensor | None = None,
+    source_mask: Tensor | None = None,
 ) -> OptimizationResult:
     """Estimate m0 (and h0) minimising the shooting objective over the scales of ``cfg``.
 
@@ -168,6 +170,10 @@ def optimize(
         h0_fixed: (1, N, *S) pre-defined pre-weights (RDMM "predefined"), else None.
         sigma_scale: converts kernel units to domain units (see ``build_model``).
         progress: called after every iteration with the record and the total iteration count.
+        target_mask: (1, 1, *S) in [0, 1]: the fixed mask on the target grid, or None.
+        source_mask: (1, 1, *S) in [0, 1]: the moving mask resampled like ``source``, or None;
+            it is warped with the source. The similarity is weighted by
+            ``target_mask * (source_mask o phi^-1)`` (:mod:`rdmm_pipelines.similarity`).
 
     Returns:
         An :class:`OptimizationResult`.
@@ -198,7 +204,11 @@ def optimize(
         img_h = _spacing_for(img_shape, shape, spacing)
         map_h = _spacing_for(map_shape, shape, spacing)
         src, tgt = resize_field(source, img_shape), resize_field(target, img_shape)
-        sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window)
+        tgt_w = None if target_mask is None else resize_field(target_mask, img_shape)
+        if source_mask is not None:  # warped in the same sampling as the source (one more channel)
+            src = torch.cat([src, resize_field(source_mask, img_shape)], dim=1)
+        sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window,
+                              bins=cfg.similarity.bins)
         model = build_model(cfg, map_h, sigma_scale)
         m0 = (torch.zeros((1, d) + map_shape, dtype=target.dtype, device=target.device) if m0 is None
               else resize_field(m0.detach(), map_shape)).requires_grad_()
@@ -232,7 +242,11 @@ def optimize(
             regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
             state1 = integrate(model, state0, **cfg.integrator.options())
             warped = sample(src, resize_field(state1.phi, img_shape), img_h)
-            similarity = sim(warped, tgt).sum()
+            weight = tgt_w
+            if source_mask is not None:
+                warped, moved_mask = warped[:, :-1], warped[:, -1:]
+                weight = moved_mask if weight is None else weight * moved_mask
+            similarity = sim(warped, tgt, weight).sum()
             omt = rng = torch.zeros((), dtype=target.dtype, device=target.device)
             if optimise_h:
                 lam_range, lam_omt = schedule(T_now)
