@@ -66,12 +66,19 @@ def affine_pair(
     device: str = "auto",
     threads: int = 0,
     out_dir: os.PathLike | str | None = None,
+    fixed_mask: os.PathLike | str | None = None,
+    moving_mask: os.PathLike | str | None = None,
 ) -> dict[str, ty.Any]:
     """Estimate the fixed -> moving affine and write, into ``out_dir`` (default: the working
     directory), ``{subject_id}_affine_itk.txt`` (ITK text transform, LPS: ANTs/ITK apply it as we
     do), ``{subject_id}_affine_warped.nii.gz`` (the moving image resampled onto the fixed grid)
-    and ``{subject_id}_affine_record.json`` (matrix, losses, iterations, warnings)."""
+    and ``{subject_id}_affine_record.json`` (matrix, losses, iterations, warnings).
+
+    ``fixed_mask``, ``moving_mask``: NIfTI masks (nonzero = inside, any grid in their image's
+    world space) restricting the similarity to their regions, as
+    :func:`rdmm_pipelines.register`'s affine stage uses them; the record names them."""
     from rdmm_pipelines.affine import affine_register
+    from rdmm_pipelines.masks import mask_on_grid
     from rdmm_pipelines.provenance import write_json_atomic
     from rdmm_pipelines.spatial import load_image, save_image
     from rdmm_pipelines.transforms import DenseTransform
@@ -80,10 +87,15 @@ def affine_pair(
     with thread_limits(threads):
         dev = task_device(device)
         f, m = load_image(os.fspath(fixed)), load_image(os.fspath(moving))
-        estimate = affine_register(f, m, config, device=dev)
+        masks = {f"{which}_mask": mask_on_grid(os.fspath(path), img.grid, f"{which} mask", f"{which} image")
+                 for which, path, img in (("fixed", fixed_mask, f), ("moving", moving_mask, m)) if path is not None}
+        estimate = affine_register(f, m, config, device=dev, **masks)
         transform = estimate.transform
         warped = DenseTransform(f.grid, m.grid, transform.moving_voxels(f.grid, m.grid)).apply(m)
-    record = {"subject_id": subject_id, "device": str(dev), "config": config.to_dict(), **estimate.to_dict()}
+    record = {"subject_id": subject_id, "device": str(dev), "config": config.to_dict(),
+              "fixed_mask": None if fixed_mask is None else str(Path(os.fspath(fixed_mask)).absolute()),
+              "moving_mask": None if moving_mask is None else str(Path(os.fspath(moving_mask)).absolute()),
+              **estimate.to_dict()}
     return {
         "affine": transform.to_itk_txt(output_path(subject_id, "affine", "itk", ".txt", out_dir)),
         "warped": save_image(warped, output_path(subject_id, "affine", "warped", ".nii.gz", out_dir)),
@@ -93,11 +105,11 @@ def affine_pair(
     }
 
 
-def _run_affine(fixed, moving, subject_id, config_json, device, threads):
+def _run_affine(fixed, moving, subject_id, config_json, device, threads, fixed_mask=None, moving_mask=None):
     """The body of :class:`AffineRegistration` (module level: worker processes import it)."""
     return guarded(
         lambda: affine_pair(fixed, moving, subject_id=subject_id, config_json=config_json,
-                            device=device, threads=threads),
+                            device=device, threads=threads, fixed_mask=fixed_mask, moving_mask=moving_mask),
         {"affine": None, "warped": None, "record": None, "device_used": "", "seconds": math.nan},
         what=f"{subject_id}: AffineRegistration",
         error_file=output_path(subject_id, "affine", "error", ".txt"))
@@ -121,6 +133,10 @@ class AffineRegistration(Task["AffineRegistration.Outputs"]):
             configuration with "enabled": false gives the identity.
         device: "auto", "cpu", "cuda" or "cuda:N", resolved when the task runs.
         threads: CPU threads while the task runs; 0 = all CPUs available to it.
+        fixed_mask: mask of the fixed image (NIfTI, nonzero = inside; any grid in its world
+            space): the similarity is measured only inside it. A mask the estimation refuses
+            (empty, another dimension, outside the image) fails the pair with the reason.
+        moving_mask: mask of the moving image (NIfTI, nonzero = inside), the same way.
     """
 
     requires_gpu = False
@@ -131,6 +147,8 @@ class AffineRegistration(Task["AffineRegistration.Outputs"]):
     config_json: Json | None = arg(default=None, validator=check_affine_config)
     device: str = arg(default="auto", validator=check_device)
     threads: int = arg(default=0, validator=check_threads)
+    fixed_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
+    moving_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
 
     class Outputs(Outputs):
         """

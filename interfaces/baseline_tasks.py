@@ -85,10 +85,12 @@ def _guarded_run(method: str, fixed, moving, subject_id: str, threads: int, **op
     return {**outputs, "subject_id": subject_id}
 
 
-def _run_ants_syn(fixed, moving, subject_id, type_of_transform, seed, threads, retry=0):
+def _run_ants_syn(fixed, moving, subject_id, type_of_transform, seed, threads, retry=0, fixed_mask=None,
+                  moving_mask=None, metric=None):
     """The body of :class:`AntsSyN` (module level: worker processes import it)."""
-    return _guarded_run("ants-syn", fixed, moving, subject_id, threads,
-                        type_of_transform=type_of_transform, seed=seed)
+    given = {"fixed_mask": fixed_mask, "moving_mask": moving_mask, "metric": metric}
+    return _guarded_run("ants-syn", fixed, moving, subject_id, threads, type_of_transform=type_of_transform,
+                        seed=seed, **{k: v for k, v in given.items() if v is not None})
 
 
 def _run_sitk_demons(fixed, moving, subject_id, variant, levels, iterations, smoothing_sigma, threads, retry=0):
@@ -144,6 +146,12 @@ class AntsSyN(Task["AntsSyN.Outputs"]):
         retry: attempt number; any other value gives the task another cache hash, so a failed
             registration is run again instead of its cached failure being re-used (the cohort
             workflow bumps it for pairs that failed).
+        fixed_mask: ANTs metric mask of the fixed image (NIfTI, nonzero = inside), used in every
+            stage (rigid, affine and SyN).
+        moving_mask: ANTs metric mask of the moving image, the same way.
+        metric: "mattes" (Mattes mutual information in every stage: a multi-modal pair) or "cc"
+            (SyN with cross-correlation, radius 4, after Mattes MI linear stages); None:
+            antspyx's defaults (Mattes MI in every stage with antspyx 0.6).
     """
 
     requires_gpu = False
@@ -155,6 +163,9 @@ class AntsSyN(Task["AntsSyN.Outputs"]):
     seed: int = 1
     threads: int = arg(default=0, validator=check_threads)
     retry: int = arg(default=0, validator=check_retry)
+    fixed_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
+    moving_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
+    metric: str | None = arg(default=None, allowed_values=["mattes", "cc"])
 
     class Outputs(BaselineOutputs):
         __doc__ = BaselineOutputs.__doc__

@@ -68,6 +68,9 @@ def _run_network_registration(fixed, moving, weights, subject_id, method, resamp
 class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
     """Register a moving image to a fixed image with a trained network (one forward pass).
 
+    A network takes no masks and no similarity choice: it has no input for them (the cohort's
+    mask columns are not passed to it), since its forward pass does not measure a similarity.
+
     Args:
         fixed: target image (NIfTI); every output lies on its grid.
         moving: source image (NIfTI), taken onto the fixed grid through the headers.

@@ -17,6 +17,7 @@ from fileformats.medimage import NiftiGz
 
 from rdmm_pipelines.config import MODELS
 from rdmm_pipelines.presets import PRESETS
+from rdmm_pipelines.similarity import SIMILARITIES
 
 from ._pydra import Outputs, Task, arg, define
 from .common import (
@@ -80,9 +81,18 @@ def register_pair(
     device: str = "auto",
     threads: int = 0,
     out_dir: os.PathLike | str | None = None,
+    fixed_mask: os.PathLike | str | None = None,
+    moving_mask: os.PathLike | str | None = None,
+    similarity: str | None = None,
 ) -> dict[str, ty.Any]:
     """Register ``moving`` to ``fixed`` and write the results into ``out_dir`` (default: the
     working directory).
+
+    ``fixed_mask`` and ``moving_mask`` (NIfTI, nonzero = inside, any grid in their image's world
+    space) restrict the similarity and the affine stage to their regions (see
+    :func:`rdmm_pipelines.register`); registration.json records them under ``inputs``.
+    ``similarity`` replaces the configuration's similarity measure ("mi" also the affine
+    stage's: :meth:`rdmm_pipelines.config.RegistrationConfig.with_similarity`).
 
     The library's complete result directory (``registration.json``, warped image, ITK
     displacement field and composite transform, det J, momentum, RDMM pre-weights and sigma maps)
@@ -97,14 +107,28 @@ def register_pair(
     from rdmm_pipelines import register
 
     config = read_config(Path(os.fspath(config_json))) if config_json is not None else None
+    if similarity is not None:
+        from rdmm_pipelines.registration import resolve_config
+
+        config = resolve_config(model, config, preset or None, regularizer or None).with_similarity(similarity)
+        preset = None
     with thread_limits(threads):
         dev = task_device(device)
         result = register(
             os.fspath(fixed), os.fspath(moving), model, config=config, preset=preset or None,
             regularizer=regularizer or None,
             region_labels=None if region_labels is None else os.fspath(region_labels),
-            affine=None if affine is None else os.fspath(affine), device=dev)
+            affine=None if affine is None else os.fspath(affine), device=dev,
+            **_masks(fixed_mask, moving_mask))
         return save_registration(result, subject_id, model, dev, out_dir)
+
+
+def _masks(fixed_mask: os.PathLike | str | None, moving_mask: os.PathLike | str | None) -> dict[str, str]:
+    """The ``fixed_mask``/``moving_mask`` keywords of :func:`rdmm_pipelines.register` for the masks
+    given (as paths); none for an absent one, so a registration without masks calls the library
+    exactly as before."""
+    given = {"fixed_mask": fixed_mask, "moving_mask": moving_mask}
+    return {name: os.fspath(path) for name, path in given.items() if path is not None}
 
 
 def save_registration(result, subject_id: str, method: str, device, out_dir: os.PathLike | str | None = None
@@ -126,14 +150,15 @@ def save_registration(result, subject_id: str, method: str, device, out_dir: os.
 
 def _run_registration(
     fixed, moving, subject_id, model, regularizer, region_labels, preset, config_json, affine,
-    device, threads, retry=0
+    device, threads, retry=0, fixed_mask=None, moving_mask=None, similarity=None
 ):
     """The body of :class:`RdmmRegistration` (module level: worker processes import it)."""
     return guarded_registration(
         lambda: register_pair(
             fixed, moving, subject_id=subject_id, model=model, regularizer=regularizer,
             region_labels=region_labels, preset=preset, config_json=config_json, affine=affine,
-            device=device, threads=threads),
+            device=device, threads=threads, fixed_mask=fixed_mask, moving_mask=moving_mask,
+            similarity=similarity),
         subject_id, model, "RdmmRegistration")
 
 
@@ -171,6 +196,15 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
             refused when the task is built.
         affine: a given affine pre-registration (ITK .txt or ANTs .mat, fixed to moving) used
             instead of estimating one.
+        fixed_mask: mask of the fixed image (NIfTI, nonzero = inside; any grid in the fixed
+            image's world space): the similarity, and the affine stage, are measured only inside
+            it. An empty mask, or one of another dimension or outside the image, fails the pair
+            with the reason in ``message``. Recorded in registration.json.
+        moving_mask: mask of the moving image (NIfTI, nonzero = inside), the same way: the
+            similarity counts only fixed voxels whose point lies inside it after the transform.
+        similarity: a similarity measure of rdmm_pipelines.similarity.SIMILARITIES replacing the
+            configuration's (None: the configuration's); "mi" (mutual information, images of
+            different contrasts) sets the affine stage's too.
         device: "auto" (a GPU if the machine running the task has one), "cpu", "cuda" or
             "cuda:N"; resolved when the task runs, so it does not enter the cache hash as a
             machine-specific value.
@@ -195,6 +229,9 @@ class RdmmRegistration(Task["RdmmRegistration.Outputs"]):
     device: str = arg(default="auto", validator=check_device)
     threads: int = arg(default=0, validator=check_threads)
     retry: int = arg(default=0, validator=check_retry)
+    fixed_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
+    moving_mask: NiftiImage | None = arg(default=None, validator=check_nifti)
+    similarity: str | None = arg(default=None, allowed_values=list(SIMILARITIES))
 
     class Outputs(Outputs):
         """

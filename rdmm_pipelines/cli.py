@@ -54,7 +54,9 @@ def _check_network_options(args: argparse.Namespace) -> None:
     unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
                                        ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine),
                                        ("--deterministic", args.deterministic), ("--iterations", args.iterations),
-                                       ("--steps", args.steps), ("--map-resolution", args.map_resolution))
+                                       ("--steps", args.steps), ("--map-resolution", args.map_resolution),
+                                       ("--similarity", args.similarity), ("--fixed-mask", args.fixed_mask),
+                                       ("--moving-mask", args.moving_mask))
               if value]
     if unused:
         raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
@@ -75,7 +77,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 0:
         raise ValueError(f"--threads must be a non-negative integer (0: all CPUs); got {args.threads}")
     for given in (args.fixed, args.moving, args.region_labels, args.fixed_labels, args.moving_labels,
-                  args.affine, args.config):
+                  args.fixed_mask, args.moving_mask, args.affine, args.config):
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
     check_input_files(args)  # every input file read, an error naming its flag, before the heavy work
@@ -102,7 +104,7 @@ def _run_register(args: argparse.Namespace, configured: tuple) -> int:
         result = register(args.fixed, args.moving, args.model, config=config, preset=preset,
                           regularizer=args.regularizer, region_labels=args.region_labels,
                           affine=args.affine, device=args.device, progress=progress, threads=args.threads,
-                          deterministic=args.deterministic)
+                          deterministic=args.deterministic, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask)
     finally:
         close()
     return _finish_register(args, result)
@@ -374,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-affine", action="store_true", help="skip the affine pre-registration")
     r.add_argument("--fixed-labels", default=None, help="fixed label map: Dice in the record and the QC page")
     r.add_argument("--moving-labels", default=None, help="moving label map (with --fixed-labels)")
+    r.add_argument("--fixed-mask", default=None,
+                   help="mask of the fixed image, NIfTI (nonzero = inside; any grid of its world space): the "
+                        "similarity, also in the affine stage, is measured only inside it")
+    r.add_argument("--moving-mask", default=None,
+                   help="mask of the moving image, NIfTI (nonzero = inside; any grid of its world space): "
+                        "voxels mapped outside it are left out of the similarity")
     r.add_argument("--no-qc", action="store_true", help="do not write the QC figure and HTML page")
     r.add_argument("--overwrite", action="store_true",
                    help="replace a result already in --out (all of its files; without it such an --out is refused)")

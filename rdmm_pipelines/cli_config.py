@@ -1,7 +1,7 @@
 """The configuration of ``rdmm register`` from its options: ``--config`` or ``--preset``, then the
-options users change most (``--iterations``, ``--steps``, ``--map-resolution``, ``--seed``,
-``--no-affine``) applied on top. Checked before any file is written or any work starts; an error
-names the flag."""
+options users change most (``--iterations``, ``--steps``, ``--map-resolution``, ``--similarity``,
+``--seed``, ``--no-affine``) applied on top. Checked before any file is written or any work
+starts; an error names the flag."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from pathlib import Path
 
 from .config import ConfigError, RegistrationConfig
 
-__all__ = ["registration_config", "add_tuning_options", "read_json"]
+__all__ = ["registration_config", "add_tuning_options", "read_json", "similarity_names"]
+
+
+def similarity_names() -> tuple[str, ...]:
+    """The similarity measures a registration can use (:data:`rdmm_pipelines.similarity.SIMILARITIES`)."""
+    from .similarity import SIMILARITIES
+
+    return tuple(SIMILARITIES)
 
 
 def add_tuning_options(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +33,10 @@ def add_tuning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map-resolution", type=float, default=None, metavar="F",
                         help="resolution of the momentum and the map relative to the image, in (0, 1] "
                              "(default 0.5; 1 is slower and finer, 0.25 faster)")
+    parser.add_argument("--similarity", choices=similarity_names(), default=None, metavar="NAME",
+                        help=f"similarity measure of the registration, one of {', '.join(similarity_names())} "
+                             "(default: the configuration's, mk-lncc); mi (mutual information) for images of "
+                             "different contrasts, e.g. a T2 to a T1: the affine stage then uses mi too")
 
 
 def _flagged(flag: str, change):
@@ -46,7 +57,8 @@ def registration_config(args: argparse.Namespace, base: RegistrationConfig | Non
     """
     from .registration import resolve_config
 
-    tuned = {name: getattr(args, name, None) for name in ("seed", "iterations", "steps", "map_resolution")}
+    tuned = {name: getattr(args, name, None) for name in ("seed", "iterations", "steps", "map_resolution",
+                                                          "similarity")}
     no_affine = bool(getattr(args, "no_affine", False))
     if all(v is None for v in tuned.values()) and not no_affine:
         return base, args.preset
@@ -80,6 +92,9 @@ def registration_config(args: argparse.Namespace, base: RegistrationConfig | Non
             raise ValueError(f"--map-resolution: a fraction of the image resolution in (0, 1]; got {res:g}")
         cfg = _flagged("--map-resolution",
                        lambda: cfg.replace(optimizer=cfg.optimizer.replace(map_low_res_factor=float(res))))
+    name = tuned["similarity"]
+    if name is not None:
+        cfg = _flagged("--similarity", lambda: cfg.with_similarity(name))
     return cfg, None
 
 

@@ -135,14 +135,15 @@ def input_files(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     Returns:
         (name, path, kind) per file given, in the order they are checked: ``name`` is how an
         error names it (the flag, e.g. "--region-labels", or "fixed image" for an argument), and
-        ``kind`` one of "image", "labels", "affine", "config", "points", "checkpoint".
+        ``kind`` one of "image", "labels", "mask", "affine", "config", "points", "checkpoint".
         Options a parser does not have, or that are not given, are left out.
     """
     command = getattr(args, "command", None)
     if command == "register":
         given = [("fixed image", "fixed", "image"), ("moving image", "moving", "image"),
                  ("--region-labels", "region_labels", "labels"), ("--fixed-labels", "fixed_labels", "labels"),
-                 ("--moving-labels", "moving_labels", "labels"), ("--affine", "affine", "affine"),
+                 ("--moving-labels", "moving_labels", "labels"), ("--fixed-mask", "fixed_mask", "mask"),
+                 ("--moving-mask", "moving_mask", "mask"), ("--affine", "affine", "affine"),
                  ("--config", "config", "config")]
         if (getattr(args, "model", None) or "").endswith("-net"):  # else --weights is refused as such
             given.append(("--weights", "weights", "checkpoint"))
@@ -164,10 +165,11 @@ def check_input_files(args: argparse.Namespace) -> dict[str, Any]:
     ``--region-labels seg.nii: file not found``. Options given together are checked to be given
     together; for ``register``, also what the files must agree on (a pre-defined RDMM
     regulariser has --region-labels on the moving image's grid, with a weight row per label; an
-    --affine of the images' dimension).
+    --affine of the images' dimension; a --fixed-mask / --moving-mask of its image's dimension,
+    not empty, overlapping its image).
 
     Returns:
-        name -> what was read: an Image (labels), the image's dimension (images), an
+        name -> what was read: an Image (labels, masks), the image's dimension (images), an
         AffineTransform, a RegistrationConfig, (P, 3) points, or a Checkpoint.
     """
     command = getattr(args, "command", None)
@@ -237,11 +239,12 @@ def _checkpoint(path: Path, args: argparse.Namespace) -> Any:
 def _readers() -> dict[str, Callable[[Path, argparse.Namespace], Any]]:
     from .affine import AffineTransform
     from .evaluation import read_points
-    from .spatial import load_labels
+    from .spatial import load_image, load_labels
 
     return {
         "image": lambda p, args: _image_dimension(p),
         "labels": lambda p, args: load_labels(p),
+        "mask": lambda p, args: load_image(p),
         "affine": lambda p, args: AffineTransform.read(p),
         "config": lambda p, args: read_config(p, flag=""),
         "points": lambda p, args: read_points(p),
@@ -280,6 +283,7 @@ def _check_register_inputs(args: argparse.Namespace, loaded: Mapping[str, Any]) 
     ndim = loaded.get("fixed image")
     if affine is not None and ndim is not None and affine.ndim != ndim:
         raise ValueError(f"--affine {args.affine}: a {affine.ndim}D transform, but the images are {ndim}D")
+    _check_masks(args, loaded)
     if (getattr(args, "model", None) or "").endswith("-net"):
         return  # a network: its own options are checked by the command
     from .registration import resolve_config
@@ -306,6 +310,25 @@ def _check_register_inputs(args: argparse.Namespace, loaded: Mapping[str, Any]) 
     if found[0] < 0 or found[-1] >= rows:
         raise ValueError(f"--region-labels {args.region_labels}: labels {found}, but the region weights "
                          f"(regional.region_weights) cover labels 0..{rows - 1}")
+
+
+def _check_masks(args: argparse.Namespace, loaded: Mapping[str, Any]) -> None:
+    """--fixed-mask and --moving-mask checked against their images as the registration checks
+    them (:func:`rdmm_pipelines.masks.mask_on_grid`): the images' dimension, one channel, not
+    empty, and inside voxels in the image's field of view; errors start with the flag and file."""
+    from .masks import mask_on_grid
+    from .spatial import load_image
+
+    for flag, attr, which in (("--fixed-mask", "fixed_mask", "fixed"), ("--moving-mask", "moving_mask", "moving")):
+        mask = loaded.get(flag)
+        if mask is None:
+            continue
+        image_path = str(getattr(args, which))
+        try:
+            grid = load_image(image_path).grid
+        except (ValueError, OSError) as err:
+            raise _naming(f"{which} image", image_path, err) from None
+        mask_on_grid(mask, grid, f"{flag} {getattr(args, attr)}:", f"{which} image")
 
 
 def output_names() -> set[str]:

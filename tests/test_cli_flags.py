@@ -57,6 +57,8 @@ OPTIONS = [
                                     "--moving-labels", "{moving_labels}"]),
     ("register", "--moving-labels", ["register", "{fixed}", "{moving}", "--out", "{out}", "--fixed-labels",
                                      "{fixed_labels}", "--moving-labels", "{bad}"]),
+    ("register", "--fixed-mask", ["register", "{fixed}", "{moving}", "--out", "{out}", "--fixed-mask", "{bad}"]),
+    ("register", "--moving-mask", ["register", "{fixed}", "{moving}", "--out", "{out}", "--moving-mask", "{bad}"]),
     ("register", "--affine", ["register", "{fixed}", "{moving}", "--out", "{out}", "--affine", "{bad}"]),
     ("register", "--config", ["register", "{fixed}", "{moving}", "--out", "{out}", "--config", "{bad}"]),
     ("register", "--weights", ["register", "{fixed}", "{moving}", "--out", "{out}", "--model", "lddmm-net",
@@ -91,8 +93,9 @@ def _run(lab, argv, bad: str, out: Path):
 @pytest.mark.parametrize("bad", BAD)
 @pytest.mark.parametrize("command,name,argv", OPTIONS, ids=[f"{c[0]} {c[1]} {i}" for i, c in enumerate(OPTIONS)])
 def test_a_bad_input_file_is_refused_naming_its_flag(lab, tmp_path, capsys, command, name, argv, bad):
-    if bad == "wrong kind" and name in ("fixed image", "moving image", "image", "--reference"):
-        pytest.skip("an intensity image is the right kind here")
+    if bad == "wrong kind" and name in ("fixed image", "moving image", "image", "--reference", "--fixed-mask",
+                                        "--moving-mask"):
+        pytest.skip("an intensity image is the right kind here (a mask: nonzero = inside)")
     out = tmp_path / ("out.nii.gz" if command == "apply" else "out.json" if command == "evaluate" else "out")
     rc, seconds, path = _run(lab, argv, bad, out)
     err = capsys.readouterr().err

@@ -69,7 +69,7 @@ PROVENANCE_NAME = "cohort_provenance.json"
 
 #: PairSpec fields split together (one element per pair)
 _PAIR_FIELDS = ("id", "fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
-                "fixed_landmarks", "moving_landmarks")
+                "fixed_landmarks", "moving_landmarks", "fixed_mask", "moving_mask")
 
 
 # ------------------------------------------------------------------ rows and table
@@ -193,6 +193,8 @@ def CohortWorkflow(
     device: str = "auto",
     threads: int = 0,
     report: bool = True,
+    fixed_mask: list[NiftiImage | None] | None = None,
+    moving_mask: list[NiftiImage | None] | None = None,
 ):
     """Every pair registered with every method, evaluated, reported and tabulated.
 
@@ -213,6 +215,9 @@ def CohortWorkflow(
         device: device of our registrations ("auto" is resolved inside the task).
         threads: CPU threads per task.
         report: draw each pair's QC report.
+        fixed_mask: masks of the fixed images (None where a pair has none; None: no pair has
+            one), for the methods that use masks (:data:`~.pair.MASKED_METHODS`).
+        moving_mask: masks of the moving images, the same way.
 
     Returns:
         table: cohort_table.csv.
@@ -235,9 +240,11 @@ def CohortWorkflow(
         PairWorkflow(config_json=config_json, preset=preset, method_options=method_options, device=device,
                      threads=threads, report=report)
         .split([("subject_id", "fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
-                 "fixed_landmarks", "moving_landmarks", "retries"), "method"],
+                 "fixed_landmarks", "moving_landmarks", "fixed_mask", "moving_mask", "retries"), "method"],
                subject_id=ids, fixed=fixed, moving=moving, fixed_labels=fixed_labels, moving_labels=moving_labels,
                moving_regions=moving_regions, fixed_landmarks=fixed_landmarks, moving_landmarks=moving_landmarks,
+               fixed_mask=fixed_mask if fixed_mask is not None else [None for _ in ids],
+               moving_mask=moving_mask if moving_mask is not None else [None for _ in ids],
                retries=retries if retries is not None else [{} for _ in ids], method=methods)
         .combine(["subject_id", "method"]),
         name="pair")
@@ -262,7 +269,8 @@ def cohort_workflow(pairs: ty.Sequence, methods: ty.Sequence[str], config_json=N
 
     Args:
         pairs: PairSpec objects (``workflows.manifest``): id, fixed, moving, fixed_labels,
-            moving_labels and optionally moving_regions, fixed_landmarks, moving_landmarks.
+            moving_labels and optionally moving_regions, fixed_landmarks, moving_landmarks,
+            fixed_mask, moving_mask.
         methods: methods of :data:`.pair.METHODS` (each pair is registered with each).
         config_json: RegistrationConfig JSON for our methods (e.g. fewer iterations).
         preset: preset for our methods when no config_json is given.

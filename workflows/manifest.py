@@ -17,6 +17,11 @@ column              required   content
 ``fixed_landmarks`` no         point file (see :func:`rdmm_pipelines.evaluation.read_points`),
                                with ``moving_landmarks``, the same number of points
 ``moving_landmarks`` no        point file, with ``fixed_landmarks``
+``fixed_mask``      no         mask of the fixed image (NIfTI, nonzero = inside; any grid
+                               of its world space): our methods measure the similarity,
+                               also in the affine stage, only inside it
+``moving_mask``     no         mask of the moving image, the same way (either mask may be
+                               given without the other)
 ``group``           no         free text (e.g. the subject), for grouping results
 =================== ========== ==========================================================
 
@@ -29,8 +34,9 @@ file: the header is row 1, the first data row is row 2. Blank lines are skipped.
 cohort run never starts on a manifest that would fail half-way. Images are checked from their
 headers only (no voxel data is read): readable NIfTI, a supported layout, a valid affine, and
 enough bytes on disk for the data the header promises (the cheap gzip size trailer, with a full
-streaming check only when the trailer disagrees). Intensity values (NaN, constant images) and
-integer label values are checked when a registration reads the data.
+streaming check only when the trailer disagrees); a mask has its image's dimension and one
+channel. Intensity values (NaN, constant images), integer label values and a mask's voxels (not
+empty, overlapping its image) are checked when a registration reads the data.
 
 The generators in :mod:`.pairing` (``pairs_to_atlas``, ``all_pairs``, ``longitudinal_pairs``)
 build pair lists from folder trees; :func:`write_manifest` writes them. Pair ids ``A_to_B`` mean "moving A
@@ -69,13 +75,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("id", "fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
-           "fixed_landmarks", "moving_landmarks", "group")
+           "fixed_landmarks", "moving_landmarks", "fixed_mask", "moving_mask", "group")
 REQUIRED_COLUMNS = ("id", "fixed", "moving")
 PATH_COLUMNS = ("fixed", "moving", "fixed_labels", "moving_labels", "moving_regions",
-                "fixed_landmarks", "moving_landmarks")
+                "fixed_landmarks", "moving_landmarks", "fixed_mask", "moving_mask")
 _IMAGE_COLUMNS = ("fixed", "moving")
 # label-like maps and the image whose grid they must share
 _MAP_COLUMNS = {"fixed_labels": "fixed", "moving_labels": "moving", "moving_regions": "moving"}
+# masks and the image whose world space (not grid) they share: the same dimension, one channel
+_MASK_COLUMNS = {"fixed_mask": "fixed", "moving_mask": "moving"}
 # columns that must be given together
 _PAIRED_COLUMNS = (("fixed_labels", "moving_labels"), ("fixed_landmarks", "moving_landmarks"))
 
@@ -97,6 +105,8 @@ class PairSpec:
         fixed_labels, moving_labels: optional label maps (both or neither), on their image's grid.
         moving_regions: optional region map for a pre-defined RDMM regulariser, on the moving grid.
         fixed_landmarks, moving_landmarks: optional point files (both or neither).
+        fixed_mask, moving_mask: optional masks (nonzero = inside) of the fixed and the moving
+            image, on any grid of their image's world space; each may come without the other.
         group: optional free text (e.g. the subject).
         row: the pair's line in its manifest (header = 1, first pair = 2); generated pairs get
             the line they take when written; 0 means "not from a file".
@@ -110,6 +120,8 @@ class PairSpec:
     moving_regions: Path | None = None
     fixed_landmarks: Path | None = None
     moving_landmarks: Path | None = None
+    fixed_mask: Path | None = None
+    moving_mask: Path | None = None
     group: str | None = None
     row: int = 0
 
@@ -274,7 +286,7 @@ def _problems(pairs: Sequence[PairSpec], check_images: bool, absent: Iterable[st
             continue
         # ---- image headers
         info: dict[str, _Header] = {}
-        for col in (*_IMAGE_COLUMNS, *_MAP_COLUMNS):
+        for col in (*_IMAGE_COLUMNS, *_MAP_COLUMNS, *_MASK_COLUMNS):
             if col in usable:
                 h = header(usable[col])
                 if isinstance(h, str):
@@ -300,6 +312,15 @@ def _problems(pairs: Sequence[PairSpec], check_images: bool, absent: Iterable[st
                     problems.append(
                         f"{_where(spec, col)}: not on the {ref} image's grid: {diff} differs "
                         f"({col}: {info[col].grid!r}; {ref}: {info[ref].grid!r})")
+        for col, ref in _MASK_COLUMNS.items():
+            if col not in info:
+                continue
+            if info[col].channels != 1:
+                problems.append(f"{_where(spec, col)}: a mask has one channel; {usable[col]} has "
+                                f"{info[col].channels}")
+            if ref in info and info[col].ndim != info[ref].ndim:
+                problems.append(f"{_where(spec, col)}: the mask is {info[col].ndim}D but the {ref} "
+                                f"image is {info[ref].ndim}D")
         # ---- landmarks
         counts = {}
         for col in ("fixed_landmarks", "moving_landmarks"):
@@ -324,7 +345,8 @@ def validate_pairs(pairs: Sequence[PairSpec], check_images: bool = True) -> list
     file exists. With ``check_images`` (default), also from the headers: each image and map is a
     readable, untruncated NIfTI with a valid affine; fixed and moving have the same dimension and
     channel count and at least 4 voxels per axis; label and region maps lie on their image's grid
-    (shape and affine); landmark files are readable and hold the same number of points.
+    (shape and affine); masks have their image's dimension and one channel; landmark files are
+    readable and hold the same number of points.
 
     Each problem starts with ``row N, column 'c'`` (``pair 'id'`` for pairs without a row).
     """

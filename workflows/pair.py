@@ -29,6 +29,7 @@ from rdmm_pipelines.interfaces.common import NiftiImage, check_nifti, check_subj
 
 __all__ = [
     "BASELINE_METHODS",
+    "MASKED_METHODS",
     "METHODS",
     "NETWORK_METHODS",
     "OUR_METHODS",
@@ -61,6 +62,10 @@ NETWORK_METHODS: tuple[str, ...] = ("vsvf-net", "lddmm-net", "rdmm-net")
 #: every method a pair workflow accepts
 METHODS: tuple[str, ...] = (*OUR_METHODS, *NETWORK_METHODS, *BASELINE_METHODS)
 
+#: the methods given a pair's masks (``fixed_mask``, ``moving_mask``): ours and ANTs SyN (its
+#: metric masks); the other baselines and the trained networks register without them
+MASKED_METHODS: tuple[str, ...] = (*OUR_METHODS, "ants-syn")
+
 _OUTPUTS = ["csv_row", "evaluation", "png", "html", "status", "message", "mean_dice", "displacement",
             "warped", "warped_labels", "seconds", "device_used", "subject_id", "method"]
 
@@ -73,13 +78,16 @@ def check_method(method: str) -> str:
 
 
 def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=None, config_json=None,
-                      preset=None, affine=None, device="auto", threads=0, **options: ty.Any) -> Task:
+                      preset=None, affine=None, device="auto", threads=0, fixed_mask=None, moving_mask=None,
+                      **options: ty.Any) -> Task:
     """The registration task of ``method`` for one pair (not yet added to a workflow).
 
     Args:
         method: one of :data:`METHODS`.
         fixed, moving, subject_id: the pair.
         moving_regions: region map of the moving image ("rdmm-predefined" only).
+        fixed_mask, moving_mask: the pair's masks (nonzero = inside), given to the methods of
+            :data:`MASKED_METHODS` and left out for the others.
         config_json, preset, affine, device: RdmmRegistration inputs (our methods only; the
             device is resolved when the task runs, "auto" by default).
         threads: CPU threads of the task (0: all).
@@ -100,8 +108,11 @@ def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=
             extra["region_labels"] = moving_regions
         return interfaces.RdmmRegistration(
             fixed=fixed, moving=moving, subject_id=subject_id, config_json=config_json, preset=preset,
-            affine=affine, device=device, threads=threads, **extra, **options)
+            affine=affine, device=device, threads=threads, fixed_mask=fixed_mask, moving_mask=moving_mask,
+            **extra, **options)
     task = getattr(interfaces, BASELINE_METHODS[method])
+    if method in MASKED_METHODS:
+        options = {"fixed_mask": fixed_mask, "moving_mask": moving_mask, **options}
     return task(fixed=fixed, moving=moving, subject_id=subject_id, threads=threads, **options)
 
 
@@ -216,6 +227,8 @@ def PairWorkflow(
     threads: int = 0,
     report: bool = True,
     retries: dict | None = None,
+    fixed_mask: NiftiImage | None = None,
+    moving_mask: NiftiImage | None = None,
 ):
     """Register one pair with ``method``, evaluate it and draw its QC report.
 
@@ -241,6 +254,9 @@ def PairWorkflow(
         report: draw the QC report (the ``qc`` node).
         retries: {method: attempt}: the registration's ``retry`` input (0 when absent); the
             cohort workflow bumps it for a (pair, method) that failed, so that it runs again.
+        fixed_mask, moving_mask: masks of the fixed and the moving image (NIfTI, nonzero =
+            inside), restricting the similarity of the methods of :data:`MASKED_METHODS` (and
+            of the ``affine`` node); the other methods register without them.
 
     Returns:
         csv_row: the evaluation as a one-row CSV.
@@ -273,12 +289,14 @@ def PairWorkflow(
 
             aff = workflow.add(
                 AffineRegistration(fixed=fixed, moving=moving, subject_id=subject_id,
-                                   config_json=options["config_json"], device=device, threads=threads),
+                                   config_json=options["config_json"], device=device, threads=threads,
+                                   fixed_mask=fixed_mask, moving_mask=moving_mask),
                 name="affine")
             options["affine"] = aff.affine
     reg = workflow.add(
         registration_node(method, fixed=fixed, moving=moving, subject_id=subject_id,
-                          moving_regions=moving_regions, threads=threads, **options),
+                          moving_regions=moving_regions, threads=threads, fixed_mask=fixed_mask,
+                          moving_mask=moving_mask, **options),
         name="register")
     ev = workflow.add(
         Evaluate(
@@ -308,8 +326,8 @@ def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
         method: one of :data:`METHODS`: "vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"
             (RdmmRegistration) or a baseline "ants-syn", "sitk-demons", "niftyreg".
         **options: inputs of :class:`PairWorkflow` (``fixed``, ``moving``, ``fixed_labels``,
-            ``moving_labels``, ``subject_id``, ``moving_regions``, landmarks, ``config_json``,
-            ``preset``, ``device``, ``threads``, ``report``); any other keyword is an input of
+            ``moving_labels``, ``subject_id``, ``moving_regions``, landmarks, masks,
+            ``config_json``, ``preset``, ``device``, ``threads``, ``report``); any other keyword is an input of
             the registration task (e.g. ``levels=1`` for sitk-demons), passed as
             ``method_options``. Inputs left out can be set later or through ``.split(...)``.
 
@@ -337,4 +355,4 @@ def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
 #: the inputs of PairWorkflow that pair_workflow takes by name (the rest go to the registration)
 _FIELDS = ("fixed", "moving", "fixed_labels", "moving_labels", "subject_id", "moving_regions",
            "fixed_landmarks", "moving_landmarks", "config_json", "preset", "method_options", "device",
-           "threads", "report", "retries")
+           "threads", "report", "retries", "fixed_mask", "moving_mask")

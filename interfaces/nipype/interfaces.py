@@ -30,6 +30,13 @@ def _given(value: ty.Any) -> ty.Any:
     return value if isdefined(value) else None
 
 
+def _similarities() -> tuple[str, ...]:
+    """The similarity names a registration accepts (:data:`rdmm_pipelines.similarity.SIMILARITIES`)."""
+    from rdmm_pipelines.cli_config import similarity_names
+
+    return similarity_names()
+
+
 def _plain(outputs: dict[str, ty.Any]) -> dict[str, ty.Any]:
     """Paths as strings (nipype traits), None left out (an undefined output), the rest unchanged."""
     return {k: str(v) if isinstance(v, Path) else v for k, v in outputs.items() if v is not None}
@@ -46,6 +53,12 @@ class RdmmRegisterInputSpec(BaseInterfaceInputSpec):
     preset = traits.Str(desc="preset name (rdmm_pipelines.PRESETS); not with config_json")
     config_json = File(exists=True, desc="RegistrationConfig as JSON (RegistrationConfig.to_dict())")
     affine = File(exists=True, desc="given affine (ITK .txt / ANTs .mat, fixed to moving)")
+    fixed_mask = File(exists=True, desc="mask of the fixed image (NIfTI, nonzero = inside; any grid of its world "
+                                        "space): the similarity, also in the affine stage, is measured inside it")
+    moving_mask = File(exists=True, desc="mask of the moving image (NIfTI, nonzero = inside; any grid of its world "
+                                         "space)")
+    similarity = traits.Enum(*_similarities(), desc="similarity measure (default: the configuration's); "
+                                                    "mi also sets the affine stage's (images of different contrasts)")
     device = traits.Str("auto", usedefault=True, desc='"auto", "cpu", "cuda" or "cuda:N"')
     threads = traits.Int(0, usedefault=True, desc="CPU threads; 0 = all available to the process")
 
@@ -82,7 +95,8 @@ class RdmmRegister(BaseInterface):
         self._results = register_pair(
             i.fixed, i.moving, subject_id=i.subject_id, model=i.model, regularizer=_given(i.regularizer),
             region_labels=_given(i.region_labels), preset=_given(i.preset), config_json=_given(i.config_json),
-            affine=_given(i.affine), device=i.device, threads=i.threads, out_dir=runtime.cwd)
+            affine=_given(i.affine), device=i.device, threads=i.threads, out_dir=runtime.cwd,
+            fixed_mask=_given(i.fixed_mask), moving_mask=_given(i.moving_mask), similarity=_given(i.similarity))
         return runtime
 
     def _list_outputs(self):
