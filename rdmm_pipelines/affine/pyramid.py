@@ -170,6 +170,7 @@ class _Level:
         weight = self.fixed_mask
         if self.masked_moving:
             warped, moved_mask = warped[:, :-1], warped[:, -1:]
+            moved_mask = moved_mask.detach()  # selects voxels, as ANTs' masks do; not a term to optimise
             weight = moved_mask if weight is None else weight * moved_mask
         if self.sim is not None:
             return self.sim(warped, self.fixed, weight).sum()

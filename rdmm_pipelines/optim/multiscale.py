@@ -245,6 +245,7 @@ def optimize(
             weight = tgt_w
             if source_mask is not None:
                 warped, moved_mask = warped[:, :-1], warped[:, -1:]
+                moved_mask = moved_mask.detach()  # selects voxels, as ANTs' masks do; not a term to optimise
                 weight = moved_mask if weight is None else weight * moved_mask
             similarity = sim(warped, tgt, weight).sum()
             omt = rng = torch.zeros((), dtype=target.dtype, device=target.device)
