@@ -24,6 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from overrides import apply_overrides  # noqa: E402
 from real_pairs import OAI_CROSS, OAI_LONG, REAL_CASES, make_real_pair  # noqa: E402
 from run_case import similarity_after  # noqa: E402
 
@@ -35,14 +36,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def _apply(cfg_dict: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        node = cfg_dict
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return cfg_dict
 
 
 def _cases(names: list[str]) -> list[str]:
@@ -120,7 +113,7 @@ def main() -> None:
                 work.mkdir(exist_ok=True)
                 rec = run_syn(files, work)
             else:
-                cfg = RegistrationConfig.from_dict(_apply(json.loads(json.dumps(base)), variants[name]))
+                cfg = RegistrationConfig.from_dict(apply_overrides(json.loads(json.dumps(base)), variants[name]))
                 rec = run_ours(files, cfg)
             rec.update(case=case, variant=name, model=args.model)
             rows.setdefault(name, []).append(rec)

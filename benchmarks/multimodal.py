@@ -54,7 +54,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from real_pairs import SHARED, make_real_pair  # noqa: E402
+from overrides import apply_overrides  # noqa: E402
+from real_pairs import SHARED, box_slices, make_real_pair  # noqa: E402
 
 CASES = ("t1t2", "t1t1", "ct-head", "ring")
 #: labels with fewer fixed voxels than this are left out of ``dice_big`` (the 2D slice cuts one AAL
@@ -127,13 +128,9 @@ def _mni(dim: int, mm: int) -> tuple[np.ndarray, np.ndarray, float]:
     t1, lab = arrays
     box = (160, 192, 224)
     out_t1, out_lab = np.zeros(box, np.float32), np.zeros(box, np.int16)
-    src, dst = [], []
-    for n, m in zip(t1.shape, box):
-        o = abs(n - m) // 2
-        src.append(slice(o, o + m) if n >= m else slice(0, n))
-        dst.append(slice(0, m) if n >= m else slice(o, o + n))
-    out_t1[tuple(dst)] = t1[tuple(src)]
-    out_lab[tuple(dst)] = np.rint(lab[tuple(src)]).astype(np.int16)
+    src, dst = box_slices(t1.shape, box)
+    out_t1[dst] = t1[src]
+    out_lab[dst] = np.rint(lab[src]).astype(np.int16)
     z = dst[2].start + t1.shape[2] // 2  # the middle of the volume in the box
     if dim == 2:
         if mm == 1:
@@ -329,14 +326,6 @@ def baseline_scores(files: dict) -> dict:
 # ------------------------------------------------------------------------------------ methods
 
 
-def _apply(cfg_dict: dict, overrides: dict) -> dict:
-    for key, value in overrides.items():
-        node = cfg_dict
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return cfg_dict
 
 
 def run_ours(spec: dict, files: dict, preset: str) -> dict:
@@ -347,7 +336,7 @@ def run_ours(spec: dict, files: dict, preset: str) -> dict:
     from rdmm_pipelines.registration import register
 
     base = get_preset(preset, spec["model"]).to_dict()
-    cfg = RegistrationConfig.from_dict(_apply(json.loads(json.dumps(base)), spec.get("set", {})))
+    cfg = RegistrationConfig.from_dict(apply_overrides(json.loads(json.dumps(base)), spec.get("set", {})))
     kwargs = {f"{m}_mask": str(files[f"{m}_mask"]) for m in spec.get("masks", [])}
     t0 = time.perf_counter()
     result = register(str(files["fixed"]), str(files["moving"]), config=cfg, device="cpu", threads=1, **kwargs)

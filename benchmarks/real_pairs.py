@@ -92,18 +92,25 @@ def _head_mask(image: np.ndarray) -> np.ndarray:
     return (image > 0.1 * np.percentile(image, 99)).astype(np.int16)
 
 
+def box_slices(shape: tuple[int, ...], box: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """(source, destination) slices that centre an array of ``shape`` in ``box``: cropped where it
+    is larger, zero-padded where smaller."""
+    src, dst = [], []
+    for n, m in zip(shape, box):
+        o = abs(n - m) // 2
+        src.append(slice(o, o + m) if n >= m else slice(0, n))
+        dst.append(slice(0, m) if n >= m else slice(o, o + n))
+    return tuple(src), tuple(dst)
+
+
 def _brain(folder: Path, moving: str, fixed: str, mm: int) -> None:
     box = (160, 192, 224)
     for name, role in ((moving, "moving"), (fixed, "fixed")):
         img = nib.as_closest_canonical(nib.load(str(SHARED / "brain3d" / f"{name}.nii.gz")))
         a = np.asarray(img.dataobj, dtype=np.float32)
         out = np.zeros(box, dtype=np.float32)
-        src, dst = [], []
-        for n, m in zip(a.shape, box):
-            o = abs(n - m) // 2
-            src.append(slice(o, o + m) if n >= m else slice(0, n))
-            dst.append(slice(0, m) if n >= m else slice(o, o + n))
-        out[tuple(dst)] = a[tuple(src)]
+        src, dst = box_slices(a.shape, box)
+        out[dst] = a[src]
         if mm == 2:
             out = out.reshape(80, 2, 96, 2, 112, 2).mean(axis=(1, 3, 5))
         aff = np.diag([float(mm)] * 3 + [1.0])
