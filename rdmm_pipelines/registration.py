@@ -236,13 +236,16 @@ def register(
     _announce(progress, fixed_img.grid.shape, cfg, dev, n_threads or available_cpus(),
               affine=given_affine is None and cfg.affine.enabled)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    switch = deterministic and not was_deterministic  # torch's first call of the switch costs ~1.3 s
     with thread_limits(n_threads, environment=False):
         try:
-            torch.use_deterministic_algorithms(deterministic or was_deterministic)
+            if switch:
+                torch.use_deterministic_algorithms(True)
             result = _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
                                        given_affine, dev, progress, t0, masks)
         finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+            if switch:
+                torch.use_deterministic_algorithms(False)
     if isinstance(progress, RegistrationProgress):
         progress.finish()
     return dataclasses.replace(result, deterministic=deterministic or was_deterministic)
