@@ -225,8 +225,11 @@ class MutualInformation(nn.Module):
     ``MI = H(A) + H(B) - H(A, B)`` from the Parzen joint histogram of :func:`joint_histogram`
     (cubic B-spline for the warped image A, nearest bin for the target B, ``bins`` bins on
     [0, 1]); see the module docstring for the estimate, the normalisation and the cost. The loss
-    is in [0, 1] (times 1 / sigma^2), 0 when the target's bin is a function of the warped
-    intensity, about 1 for independent images.
+    is in [0, 1] (times 1 / sigma^2): 0 when the target's bin is a function of the warped
+    image's B-spline-smoothed bin (piecewise-constant images whose levels are at least 4 bins apart,
+    e.g. a one-to-one remap of tissue classes), above 0 for continuous images even when identical
+    (the smoothing spreads a voxel over 4 bins; the minimum is still at alignment), about 1 for
+    independent images.
 
     Args:
         bins: number of bins K >= 4 (32 by default, ANTs' usual ``MI[..., 32]``).

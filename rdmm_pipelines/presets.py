@@ -105,7 +105,7 @@ def brain(model: str = "rdmm") -> RegistrationConfig:
 
 def multimodal(model: str = "rdmm") -> RegistrationConfig:
     """Images of different contrasts (T2, FLAIR or CT to a T1 or a template): the defaults with
-    mutual information, 64 bins, in the deformable and the affine stage. On real T1 anatomy with a
+    mutual information in the deformable stage (64 bins) and the affine stage (its 32 bins). On real T1 anatomy with a
     non-monotone contrast remap and a known deformation it beat ANTs SyN with MI in 2D and 3D
     (docs/benchmarks.md, "Masks and mutual information")."""
     cfg = default(model).with_similarity("mi")

@@ -23,11 +23,11 @@ from .core.interpolation import resize_field, sample_voxel
 from .optim.multiscale import IterationRecord, optimize, scale_shapes
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
-from .masks import MaskLike, describe_mask, mask_on_grid
+from .masks import MaskLike, describe_mask, mask_on_grid, normalize_in_mask
 from .progress import LONG_RUN_SECONDS, RegistrationProgress, TimeEstimate, estimate_seconds, plan_stages
 from .provenance import device_description, resolve_device, sha256
 from .result import RegistrationResult
-from .spatial import Grid, Image, load_image, load_labels, normalize_intensity, same_grid
+from .spatial import Grid, Image, load_image, load_labels, same_grid
 from .threads import available_cpus, registration_threads, thread_limits
 
 __all__ = ["register", "as_image", "as_labels", "resolve_config"]
@@ -318,13 +318,14 @@ class _Masks:
 def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions, given_affine,
                       dev, progress, t0, masks: "_Masks") -> RegistrationResult:
     """The work of :func:`register` once its inputs are checked."""
-    if cfg.normalize_intensity:
-        fixed_n = normalize_intensity(fixed_img)
-        moving_n = normalize_intensity(moving_img)
-    else:
-        fixed_n, moving_n = fixed_img, moving_img
     grid = fixed_img.grid
     notes: list[str] = []
+    if cfg.normalize_intensity:  # the percentiles of what the masks keep (bone or scalp outside must not set them)
+        fixed_n, note_f = normalize_in_mask(fixed_img, masks.fixed, "fixed image")
+        moving_n, note_m = normalize_in_mask(moving_img, masks.moving, "moving image")
+        notes += [n for n in (note_f, note_m) if n]
+    else:
+        fixed_n, moving_n = fixed_img, moving_img
     if given_affine is not None:
         transform = given_affine
     elif cfg.affine.enabled:
@@ -347,9 +348,10 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
                                    padding="zeros")
     joint = (torch.ones_like(target[:, :1]) if target_mask is None else target_mask) * \
         (1.0 if source_mask is None else source_mask)
-    if float(joint.sum()) < 1.0:
-        raise ValueError("after the affine alignment the masks leave no fixed voxel to compare: the fixed mask and "
-                         "the aligned moving mask do not overlap (check the masks and the affine)")
+    if not bool((joint > 0).any()):
+        where = "after the affine alignment" if given_affine is not None or cfg.affine.enabled else "without an affine"
+        raise ValueError(f"{where} the masks leave no fixed voxel to compare: the fixed mask and the moving mask "
+                         "mapped onto the fixed grid do not overlap (check the masks and their headers)")
     h0_full = None
     sigma_scale = 1.0 if cfg.kernel.units == "domain" else 1.0 / grid.domain_scale
     used = kernel_sigmas(cfg, grid)  # the model's sigmas: kernel.sigmas * sigma_scale = used

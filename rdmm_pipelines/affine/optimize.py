@@ -52,7 +52,7 @@ from ..config import AffineConfig
 from ..optim.lbfgs import minimize
 from ..spatial.grid import Grid
 from ..spatial.image import Image
-from ..spatial.intensity import normalize_intensity
+from ..masks import normalize_in_mask
 from .pyramid import (
     _OVERLAP_MEASURES,
     MIN_OVERLAP,
@@ -160,12 +160,15 @@ def _check_pair(fixed: Image, moving: Image) -> int:
     return d
 
 
-def _normalise(image: Image, name: str, percentiles: tuple[float, float] = (0.1, 99.9)) -> Image:
+def _normalise(image: Image, name: str, percentiles: tuple[float, float] = (0.1, 99.9),
+               mask: Image | None = None) -> Image:
+    """``image`` with its ``percentiles`` (over the voxels inside ``mask``, when given) mapped to 0
+    and 1, clamped."""
     data = image.data if image.data.dtype in (torch.float32, torch.float64) else image.data.float()
     if not torch.isfinite(data).all():
         raise ValueError(f"the {name} image has non-finite (NaN or inf) intensities")
     try:
-        return normalize_intensity(image.with_data(data), *percentiles)
+        return normalize_in_mask(image.with_data(data), mask, f"{name} image", percentiles)[0]
     except ValueError as exc:
         raise ValueError(f"cannot affinely register: the {name} image is constant ({exc})") from None
 
@@ -179,6 +182,15 @@ def centroid(image: Image) -> np.ndarray:
     idx = image.grid.voxel_indices(torch.float64)[0]
     mean_idx = (idx * w).flatten(1).sum(1).numpy() / total
     return image.grid.voxel_to_world(mean_idx)
+
+
+def _masked(image: Image, mask: Image | None) -> Image:
+    """``image`` times ``mask`` for a centre of mass; the mask itself where nothing positive is
+    left inside it."""
+    if mask is None:
+        return image
+    kept = image.data * mask.data
+    return image.with_data(kept if bool((kept > 0).any()) else mask.data.expand_as(kept).clone())
 
 
 def _box_centre(grid: Grid) -> np.ndarray:
@@ -310,12 +322,12 @@ def affine_register(
         raise TypeError(f"config must be an AffineConfig, got {type(config).__name__}")
     d = _check_pair(fixed, moving)
     work = torch.float64 if torch.float64 in (fixed.data.dtype, moving.data.dtype) else torch.float32
-    fixed_n = _normalise(fixed, "fixed", config.percentiles).to(device=device, dtype=work)
-    moving_n = _normalise(moving, "moving", config.percentiles).to(device=device, dtype=work)
     for name, mask, img in (("fixed", fixed_mask, fixed), ("moving", moving_mask, moving)):
         if mask is not None and tuple(mask.data.shape[1:]) != tuple(img.grid.shape):
             raise ValueError(f"{name} mask of shape {tuple(mask.data.shape[1:])} is not on the {name} grid "
                              f"{tuple(img.grid.shape)}")
+    fixed_n = _normalise(fixed, "fixed", config.percentiles, fixed_mask).to(device=device, dtype=work)
+    moving_n = _normalise(moving, "moving", config.percentiles, moving_mask).to(device=device, dtype=work)
     fmask = None if fixed_mask is None else fixed_mask.with_data(fixed_mask.data.to(device=device, dtype=work))
     mmask = None if moving_mask is None else moving_mask.with_data(moving_mask.data.to(device=device, dtype=work))
     full = _Level(fixed_n, moving_n, 1.0, config, fmask, mmask)
@@ -326,9 +338,9 @@ def affine_register(
             loss = float(full.loss(torch.tensor(np.array(ident.matrix), device=device)))
         return AffineResult(ident, (), time.perf_counter() - t_start, loss, loss, ident)
 
-    # the centres of mass of what the masks keep (a blob outside the moving mask must not pull the start)
-    fixed_in = fixed_n if fmask is None else fixed_n.with_data(fixed_n.data * fmask.data)
-    moving_in = moving_n if mmask is None else moving_n.with_data(moving_n.data * mmask.data)
+    # the centres of mass of what the masks keep (a blob outside the moving mask must not pull the
+    # start); a mask over dark background only: the mask's own centre
+    fixed_in, moving_in = _masked(fixed_n, fmask), _masked(moving_n, mmask)
     init = initial_transform(fixed_in, moving_in, config.init)
     centre = centroid(fixed_in) if config.init == "center_of_mass" else _box_centre(fixed.grid)
     if d == 2:

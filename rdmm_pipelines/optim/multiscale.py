@@ -207,6 +207,15 @@ def optimize(
         tgt_w = None if target_mask is None else resize_field(target_mask, img_shape)
         if source_mask is not None:  # warped in the same sampling as the source (one more channel)
             src = torch.cat([src, resize_field(source_mask, img_shape)], dim=1)
+        if iters and any(m is not None and not bool((m > 0).any()) for m in (tgt_w, src[:, -1:] if source_mask is not None else None)):
+            msg = (f"scale {s}: the masks leave no voxel at this scale's image size {img_shape} (a mask smaller "
+                   "than a few of its voxels): the scale was skipped")
+            log.warning(msg)
+            notes.append(msg)
+            per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
+                              "iterations": 0, "max_iterations": iters, "evaluations": 0, "seconds": 0.0,
+                              "stopped": "no voxel inside the masks at this scale"})
+            iters = 0
         sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window,
                               bins=cfg.similarity.bins)
         model = build_model(cfg, map_h, sigma_scale)
