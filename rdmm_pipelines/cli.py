@@ -13,20 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli_outputs import (
-    check_free_space,
-    check_input_files,
-    check_output_dir,
-    field_path,
-    method_of_record,
-    output_lock,
-    output_names,
-    prepare_output_dir,
-    read_config,
-    read_record,
-)
 from .cli_config import add_tuning_options, registration_config
+from .cli_inputs import check_input_files, read_config
+from .cli_outputs import check_free_space, check_output_dir, output_lock, output_names, prepare_output_dir
 from .cli_progress import progress_bar
+from .cli_records import field_path, method_of_record, read_record
 from .cli_train import add_train_parser
 from .config import MODELS, RegistrationConfig
 

@@ -11,7 +11,7 @@ import torch
 
 from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, save_image
 from rdmm_pipelines.cli import main
-from rdmm_pipelines.cli_outputs import input_files
+from rdmm_pipelines.cli_inputs import input_files
 
 
 def _blob(shift: float, n: int = 24) -> torch.Tensor:

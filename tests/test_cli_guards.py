@@ -313,7 +313,7 @@ def test_evaluate_without_labels_gives_folds_and_the_recorded_method_and_seconds
 
 
 def test_evaluate_names_what_was_run_as_the_cohort_does(files, tmp_path):
-    from rdmm_pipelines.cli_outputs import method_of_record, read_record
+    from rdmm_pipelines.cli_records import method_of_record, read_record
     from rdmm_pipelines.workflows.pair import METHODS
 
     def record(model, source="optimized", **inputs):
@@ -337,7 +337,7 @@ def test_evaluate_names_what_was_run_as_the_cohort_does(files, tmp_path):
 
 
 def test_evaluate_reads_a_baseline_folder_and_falls_back_clearly_without_a_record(files, tmp_path, capsys):
-    from rdmm_pipelines.cli_outputs import _BASELINE_NAMES
+    from rdmm_pipelines.cli_records import _BASELINE_NAMES
     from rdmm_pipelines.interfaces.baselines import BASELINES, METHODS, available
     from rdmm_pipelines.workflows.pair import BASELINE_METHODS
 
