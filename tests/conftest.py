@@ -38,3 +38,32 @@ def three_cohort_pairs(root):
     config = root / "config.json"
     config.write_text(json.dumps(cfg.to_dict()))
     return pairs, config
+
+
+def blob(shift: float, n: int = 24) -> torch.Tensor:
+    """(1, n, n) smooth Gaussian blob, moved down by ``shift`` voxels: the CLI tests' images."""
+    ax = torch.arange(n, dtype=torch.float32)
+    y, x = torch.meshgrid(ax, ax, indexing="ij")
+    return torch.exp(-(((y - n / 2 - shift) / 4) ** 2 + ((x - n / 2) / 5) ** 2))[None]
+
+
+def blob_pair_files(folder) -> dict:
+    """A 24x24 blob pair (moving shifted by 1.5 voxels) with label maps, and a 3-iteration vSVF
+    configuration, written under ``folder``: {fixed, moving, fixed_labels, moving_labels, config}."""
+    import json
+
+    from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, save_image
+
+    grid = Grid.from_shape((24, 24))
+    files = {
+        "fixed": save_image(Image(blob(0.0), grid), folder / "fixed.nii.gz"),
+        "moving": save_image(Image(blob(1.5), grid), folder / "moving.nii.gz"),
+        "fixed_labels": save_image(Image((blob(0.0) > 0.5).long(), grid), folder / "fl.nii.gz"),
+        "moving_labels": save_image(Image((blob(1.5) > 0.5).long(), grid), folder / "ml.nii.gz"),
+    }
+    cfg = get_preset("default", "vsvf")
+    cfg = cfg.replace(affine=cfg.affine.replace(enabled=False),
+                      optimizer=OptimizerConfig(scales=(1.0,), iterations=(3,), map_low_res_factor=None))
+    files["config"] = folder / "cfg.json"
+    files["config"].write_text(json.dumps(cfg.to_dict()))
+    return files

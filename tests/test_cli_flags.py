@@ -2,40 +2,22 @@
 and a missing or unreadable one is refused with one line that names its flag (``--region-labels``,
 never ``region_labels``) and the file, leaving nothing behind."""
 
-import json
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, save_image
+from conftest import blob as _blob, blob_pair_files
+from rdmm_pipelines import Grid, Image, save_image
 from rdmm_pipelines.cli import main
 from rdmm_pipelines.cli_inputs import input_files
-
-
-def _blob(shift: float, n: int = 24) -> torch.Tensor:
-    ax = torch.arange(n, dtype=torch.float32)
-    y, x = torch.meshgrid(ax, ax, indexing="ij")
-    return torch.exp(-(((y - n / 2 - shift) / 4) ** 2 + ((x - n / 2) / 5) ** 2))[None]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """Good inputs, a registered result to evaluate and apply, and bad files of every sort."""
     d = tmp_path_factory.mktemp("flags")
-    grid = Grid.from_shape((24, 24))
-    files = {
-        "fixed": save_image(Image(_blob(0.0), grid), d / "fixed.nii.gz"),
-        "moving": save_image(Image(_blob(1.5), grid), d / "moving.nii.gz"),
-        "fixed_labels": save_image(Image((_blob(0.0) > 0.5).long(), grid), d / "fl.nii.gz"),
-        "moving_labels": save_image(Image((_blob(1.5) > 0.5).long(), grid), d / "ml.nii.gz"),
-    }
-    cfg = get_preset("default", "vsvf")
-    cfg = cfg.replace(affine=cfg.affine.replace(enabled=False),
-                      optimizer=OptimizerConfig(scales=(1.0,), iterations=(3,), map_low_res_factor=None))
-    files["config"] = d / "cfg.json"
-    files["config"].write_text(json.dumps(cfg.to_dict()))
+    files = blob_pair_files(d)
     files["points"] = d / "points.txt"
     files["points"].write_text("10 10\n14 12\n")
     files["text"] = d / "text.nii.gz"  # not NIfTI (nor JSON, an affine, points or a checkpoint)

@@ -9,31 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, save_image
+from conftest import blob as _blob, blob_pair_files
+from rdmm_pipelines import Grid, Image, save_image
 from rdmm_pipelines.cli import main
-
-
-def _blob(shift: float, n: int = 24) -> torch.Tensor:
-    ax = torch.arange(n, dtype=torch.float32)
-    y, x = torch.meshgrid(ax, ax, indexing="ij")
-    return torch.exp(-(((y - n / 2 - shift) / 4) ** 2 + ((x - n / 2) / 5) ** 2))[None]
 
 
 @pytest.fixture()
 def files(tmp_path):
-    grid = Grid.from_shape((24, 24))
-    paths = {
-        "fixed": save_image(Image(_blob(0.0), grid), tmp_path / "fixed.nii.gz"),
-        "moving": save_image(Image(_blob(1.5), grid), tmp_path / "moving.nii.gz"),
-        "fixed_labels": save_image(Image((_blob(0.0) > 0.5).long(), grid), tmp_path / "fl.nii.gz"),
-        "moving_labels": save_image(Image((_blob(1.5) > 0.5).long(), grid), tmp_path / "ml.nii.gz"),
-    }
-    cfg = get_preset("default", "vsvf")
-    cfg = cfg.replace(affine=cfg.affine.replace(enabled=False),
-                      optimizer=OptimizerConfig(scales=(1.0,), iterations=(3,), map_low_res_factor=None))
-    paths["config"] = tmp_path / "cfg.json"
-    paths["config"].write_text(json.dumps(cfg.to_dict()))
-    return paths
+    return blob_pair_files(tmp_path)
 
 
 def _register(files, out, *extra):

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
+from conftest import blob as _blob, blob_pair_files
 from rdmm_pipelines import Grid, Image, save_image
 from rdmm_pipelines.cli import main
 from rdmm_pipelines.cli_config import registration_config
@@ -54,17 +54,10 @@ def test_bad_values_name_the_flag(option, value, words):
     assert str(err.value).startswith(words)
 
 
-def _blob(shift: float, n: int = 24) -> torch.Tensor:
-    ax = torch.arange(n, dtype=torch.float32)
-    y, x = torch.meshgrid(ax, ax, indexing="ij")
-    return torch.exp(-(((y - n / 2 - shift) / 4) ** 2 + ((x - n / 2) / 5) ** 2))[None]
-
-
 @pytest.fixture()
 def pair(tmp_path):
-    grid = Grid.from_shape((24, 24))
-    return (save_image(Image(_blob(0.0), grid), tmp_path / "fixed.nii.gz"),
-            save_image(Image(_blob(1.5), grid), tmp_path / "moving.nii.gz"))
+    files = blob_pair_files(tmp_path)
+    return files["fixed"], files["moving"]
 
 
 def test_register_options_reach_the_record(pair, tmp_path, capsys):
