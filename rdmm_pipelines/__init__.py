@@ -18,6 +18,7 @@ from .config import (  # noqa: E402
     RegistrationConfig,
     SimilarityConfig,
 )
+from .optim.initial import InitialConditions  # noqa: E402
 from .presets import PRESETS, get_preset  # noqa: E402
 from .registration import register  # noqa: E402
 from .result import RegistrationResult  # noqa: E402
@@ -32,6 +33,7 @@ __all__ = [
     "IntegratorConfig",
     "SimilarityConfig",
     "OptimizerConfig",
+    "InitialConditions",
     "PRESETS",
     "get_preset",
     "Grid",

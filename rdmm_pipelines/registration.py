@@ -20,6 +20,7 @@ from torch import Tensor
 from .affine import AffineTransform, affine_register
 from .config import MODELS, RegistrationConfig
 from .core.interpolation import resize_field, sample_voxel
+from .optim.initial import InitialConditions
 from .optim.multiscale import IterationRecord, optimize, scale_shapes
 from .optim.preweights import preweights_from_regions, smooth_region_preweights
 from .presets import default_region_weights, get_preset
@@ -135,6 +136,11 @@ def _grid_record(grid: Grid) -> dict:
     return {"shape": list(grid.shape), "affine": [list(row) for row in grid.affine]}
 
 
+def _initial_record(initial: InitialConditions) -> dict:
+    return {"source": initial.source, "m0_shape": list(initial.m0.shape[2:]), "preweights": initial.h0 is not None,
+            "iteration": initial.iteration}
+
+
 def _describe(x: ImageLike) -> dict:
     if isinstance(x, (str, os.PathLike)):
         return {"path": str(Path(x).resolve()), "sha256": sha256(x)}
@@ -157,6 +163,7 @@ def register(
     progress: Callable[[IterationRecord, int], None] | RegistrationProgress | None = None,
     threads: int | None = None,
     deterministic: bool = False,
+    initial: InitialConditions | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` (source I0) to ``fixed`` (target I1).
 
@@ -188,6 +195,11 @@ def register(
         deterministic: one thread and torch's deterministic algorithms, so that a rerun with
             the same seed gives a bit-identical result (recorded in registration.json); with
             several threads the order of floating-point reductions varies between runs.
+        initial: start the deformable optimisation from this momentum (and RDMM pre-weights)
+            instead of zero (:class:`~rdmm_pipelines.optim.initial.InitialConditions`; instance
+            optimisation from a network's prediction, :mod:`rdmm_pipelines.learning.refine`). Its
+            grid spans the fixed image's domain after the affine: give the ``affine`` it was
+            predicted with, or the affine stage would move the frame under it.
 
     Returns:
         A :class:`RegistrationResult` (on the CPU): ``apply()`` warps images and labels, ``save()``
@@ -230,6 +242,8 @@ def register(
     elif region_labels is not None:
         log.warning("region_labels ignored: model %s with a %s regulariser does not use them", cfg.model, cfg.regional.source)
 
+    if initial is not None:
+        initial.check(fixed_img.ndim, len(cfg.kernel.sigmas), cfg.model == "rdmm" and cfg.regional.source == "optimized")
     given_affine = _read_affine(affine, fixed_img.ndim) if affine is not None else None
     dev = resolve_device(device)
     n_threads = 1 if deterministic else registration_threads(fixed_img.grid.numel) if threads is None else threads
@@ -242,7 +256,7 @@ def register(
             if switch:
                 torch.use_deterministic_algorithms(True)
             result = _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions,
-                                       given_affine, dev, progress, t0, masks)
+                                       given_affine, dev, progress, t0, masks, initial)
         finally:
             if switch:
                 torch.use_deterministic_algorithms(False)
@@ -316,7 +330,7 @@ class _Masks:
 
 
 def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, moving_img, regions, given_affine,
-                      dev, progress, t0, masks: "_Masks") -> RegistrationResult:
+                      dev, progress, t0, masks: "_Masks", initial: InitialConditions | None = None) -> RegistrationResult:
     """The work of :func:`register` once its inputs are checked."""
     grid = fixed_img.grid
     notes: list[str] = []
@@ -366,7 +380,7 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
     torch.manual_seed(cfg.seed)
     log.info("registering %s -> %s with %s on %s", moving_img.grid, fixed_img.grid, cfg.model, dev)
     out = optimize(source, target, grid.domain_spacing, run_cfg, h0_fixed=h0_full, sigma_scale=sigma_scale,
-                   progress=progress, target_mask=target_mask, source_mask=source_mask)
+                   progress=progress, target_mask=target_mask, source_mask=source_mask, initial=initial)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t_opt = time.perf_counter()
@@ -382,7 +396,8 @@ def _register_checked(fixed, moving, region_labels, affine, cfg, fixed_img, movi
         inputs={"fixed": {**_describe(fixed), "grid": _grid_record(fixed_img.grid)},
                 "moving": {**_describe(moving), "grid": _grid_record(moving_img.grid)},
                 "region_labels": _describe(region_labels) if region_labels is not None else None,
-                "affine": _describe(affine) if affine is not None else None, **masks.record()},
+                "affine": _describe(affine) if affine is not None else None, **masks.record(),
+                **({} if initial is None else {"initial": _initial_record(initial)})},
         warnings=notes + list(out.warnings),
         evaluations=out.evaluations, step_difference=out.step_difference,
         shot_steps=out.shot_steps, shot_cfl=out.shot_cfl, scales=out.scales,

@@ -4,7 +4,8 @@
 * :class:`NetworkConfig`, :class:`TrainingConfig`: what a network is and how it is trained;
 * :class:`RegistrationNetwork`: affine net -> momentum U-Net (+ pre-weight U-Net) -> shooting;
 * :func:`train`: unsupervised training with validation, checkpoints and curves;
-* :func:`load_checkpoint`, :func:`register_with_network`: use a trained network.
+* :func:`load_checkpoint`, :func:`register_with_network`: use a trained network, optionally
+  refined by instance optimisation (:class:`RefineConfig`).
 """
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -13,6 +14,7 @@ from .data import NetworkPair, load_pair, prepare_pair, synthetic_network_pairs
 from .loss import RegistrationLoss
 from .network import Prediction, RegistrationNetwork
 from .predict import register_with_network
+from .refine import RefineConfig
 from .training import TrainingResult, train, validate
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "NetworkConfig",
     "NetworkPair",
     "Prediction",
+    "RefineConfig",
     "RegistrationLoss",
     "RegistrationNetwork",
     "TrainingConfig",

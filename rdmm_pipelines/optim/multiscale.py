@@ -25,6 +25,7 @@ from ..metric import inner_product
 from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
 from ..similarity import make_similarity
+from .initial import InitialConditions
 from .lbfgs import minimize
 from .penalties import omt_penalty, penalty_weights, range_penalty
 from .preweights import (
@@ -160,6 +161,7 @@ def optimize(
     progress: Callable[[IterationRecord, int], None] | None = None,
     target_mask: Tensor | None = None,
     source_mask: Tensor | None = None,
+    initial: InitialConditions | None = None,
 ) -> OptimizationResult:
     """Estimate m0 (and h0) minimising the shooting objective over the scales of ``cfg``.
 
@@ -174,6 +176,9 @@ def optimize(
         source_mask: (1, 1, *S) in [0, 1]: the moving mask resampled like ``source``, or None;
             it is warped with the source. The similarity is weighted by
             ``target_mask * (source_mask o phi^-1)`` (:mod:`rdmm_pipelines.similarity`).
+        initial: start from this m0 (and h0) instead of zero momentum and the kernel's constant
+            pre-weights, resampled onto the first scale's map grid, with the penalty schedule at
+            ``initial.iteration`` (:class:`~rdmm_pipelines.optim.initial.InitialConditions`).
 
     Returns:
         An :class:`OptimizationResult`.
@@ -184,9 +189,15 @@ def optimize(
     total_iterations = sum(cfg.optimizer.iterations)
     optimise_h = cfg.model == "rdmm" and cfg.regional.source == "optimized"
     m0 = z = None
+    T = 0
+    if initial is not None:  # resampled onto the first scale's map grid below, as between scales
+        m0 = initial.m0.to(dtype=target.dtype, device=target.device)
+        if optimise_h and initial.h0 is not None:
+            h_start = initial.h0.to(dtype=target.dtype, device=target.device)
+            z = logits_from_preweights(h_start / h_start.norm(dim=1, keepdim=True).clamp_min(1e-12)) / cfg.regional.logit_scale
+        T = initial.iteration
     history: list[IterationRecord] = []
     notes: list[str] = []
-    T = 0
     gamma: float | None = None  # L-BFGS's inverse-Hessian scale, carried from scale to scale
     gamma_params = 1
     evaluations = 0
