@@ -27,10 +27,10 @@ from rdmm_pipelines.demo import (
     format_summary,
     method_config,
     score_pair,
+    score_result,
     summarize,
     write_scores_csv,
 )
-from rdmm_pipelines.evaluation import diagonal_product_folds, dice_per_label, mean_dice
 from rdmm_pipelines.learning import (
     NetworkConfig,
     TrainingConfig,
@@ -50,19 +50,15 @@ from rdmm_pipelines.synthetic import make_pairs_2d
 COUNTERPARTS = {"vsvf": "vsvf", "lddmm": "lddmm", "rdmm": "rdmm-optimized"}
 
 
-def score_network(pair, net, method: str, device: str) -> PairScore:
+def score_network(pair, net, method: str, device: str, refine: bool = False) -> PairScore:
+    """Register a synthetic pair with a network (and, with ``refine``, instance optimisation from
+    its prediction) and score it."""
     fixed, moving = _image(pair.target, pair.spacing), _image(pair.source, pair.spacing)
     t0 = time.perf_counter()
-    result = register_with_network(fixed, moving, net, device=device)
+    result = register_with_network(fixed, moving, net, device=device, refine=refine)
     seconds = time.perf_counter() - t0
-    warped = result.apply(_image(pair.source_labels[None], pair.spacing))
-    folds = result.fold_statistics()
-    return PairScore(pair=pair.name, method=method,
-                     dice_before=mean_dice(dice_per_label(pair.source_labels, pair.target_labels)),
-                     dice_after=mean_dice(dice_per_label(warped.data[0], pair.target_labels)),
-                     folds=folds["folds"], folding_voxels=folds["folding_voxels"],
-                     folding_voxels_diagonal=diagonal_product_folds(result.moving_voxels())["folding_voxels_diagonal"],
-                     seconds=seconds, iterations=0)
+    return score_result(result, _image(pair.source_labels[None], pair.spacing), pair.target_labels,
+                        pair=pair.name, method=method, seconds=seconds)
 
 
 def main() -> None:
@@ -107,6 +103,7 @@ def main() -> None:
     for pair in test:
         for model in args.models:
             for s in (score_network(pair, nets[model], f"{model}-net", str(dev)),
+                      score_network(pair, nets[model], f"{model}-net+io", str(dev), refine=True),
                       score_pair(pair, COUNTERPARTS[model], args.iterations, str(dev))):
                 scores.append(s)
                 print(f"{pair.name} {s.method:16s} Dice {s.dice_before:.3f} -> {s.dice_after:.3f}  folds {s.folds:.4f} "
