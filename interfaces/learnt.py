@@ -1,8 +1,10 @@
 """Learnt registration as pydra tasks: ``TrainNetwork`` and ``NetworkRegistration``.
 
 ``NetworkRegistration`` gives the same outputs as :class:`~.register.RdmmRegistration` (so a
-pair workflow treats a trained network as one more method: "vsvf-net", "lddmm-net", "rdmm-net");
-``TrainNetwork`` trains a network on a manifest's pairs and outputs its best checkpoint.
+pair workflow treats a trained network as one more method: "vsvf-net", "lddmm-net", "rdmm-net",
+and "vsvf-net+io", "lddmm-net+io", "rdmm-net+io": the prediction refined by instance
+optimisation); ``TrainNetwork`` trains a network on a manifest's pairs and outputs its best
+checkpoint.
 """
 
 import math
@@ -28,10 +30,38 @@ from .common import (
 )
 from .register import RdmmRegistration, guarded_registration, save_registration
 
-__all__ = ["NETWORK_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair", "train_network"]
+__all__ = ["NETWORK_METHODS", "REFINED_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair",
+           "train_network"]
 
-#: method name -> the shooting model the network drives
-NETWORK_METHODS = {f"{m}-net": m for m in MODELS}
+#: refined network methods (the prediction refined by instance optimisation) -> their network's method
+REFINED_METHODS = {f"{m}-net+io": f"{m}-net" for m in MODELS}
+#: method name -> the shooting model the network drives ("<model>-net" and "<model>-net+io")
+NETWORK_METHODS = {**{f"{m}-net": m for m in MODELS}, **{f"{m}-net+io": m for m in MODELS}}
+
+
+def _refine_settings(refine: bool, method: str, refine_scales: int, refine_iterations: int):
+    """The ``refine`` of :func:`~rdmm_pipelines.learning.register_with_network`: a RefineConfig
+    when ``refine`` is set or the method is a "+io" one, else False."""
+    if not (refine or method in REFINED_METHODS):
+        return False
+    from rdmm_pipelines.learning.refine import RefineConfig
+
+    return RefineConfig(scales=refine_scales, iterations=refine_iterations)
+
+
+def _check_refine_scales(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
+    """attrs validator: 1 to the default schedule's number of scales."""
+    from rdmm_pipelines.config import OptimizerConfig
+
+    n = len(OptimizerConfig().scales)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+        raise ValueError(f"{attribute.name} must be an integer from 1 to {n}, got {value!r}")
+
+
+def _check_refine_iterations(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
+    """attrs validator: a positive number of iterations."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
 def _check_weights(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
@@ -45,42 +75,61 @@ def _check_weights(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
 
 def network_register_pair(fixed, moving, weights, *, subject_id: str, method: str = "rdmm-net",
                           resample: bool = False, device: str = "auto", threads: int = 0,
-                          out_dir: os.PathLike | str | None = None) -> dict[str, ty.Any]:
+                          out_dir: os.PathLike | str | None = None, refine: bool = False,
+                          refine_scales: int = 1, refine_iterations: int = 30) -> dict[str, ty.Any]:
     """Register ``moving`` to ``fixed`` with the trained network in ``weights``; outputs as
-    :func:`~.register.register_pair` (named ``{subject_id}_{method}_...``)."""
+    :func:`~.register.register_pair` (named ``{subject_id}_{method}_...``).
+
+    With ``refine``, or a "+io" ``method``, the prediction is refined by instance optimisation
+    (:class:`~rdmm_pipelines.learning.refine.RefineConfig` of ``refine_scales`` and
+    ``refine_iterations``) on ``threads`` threads."""
     from rdmm_pipelines.learning import register_with_network
 
+    if method not in NETWORK_METHODS:
+        raise ValueError(f"unknown network method {method!r}; choose one of {', '.join(NETWORK_METHODS)}")
+    settings = _refine_settings(refine, method, refine_scales, refine_iterations)
     with thread_limits(threads):
         dev = task_device(device)
         result = register_with_network(os.fspath(fixed), os.fspath(moving), os.fspath(weights),
-                                       model=NETWORK_METHODS[method], resample=resample, device=dev)
+                                       model=NETWORK_METHODS[method], resample=resample, device=dev,
+                                       refine=settings)
         return save_registration(result, subject_id, method, dev, out_dir)
 
 
-def _run_network_registration(fixed, moving, weights, subject_id, method, resample, device, threads, retry=0):
+def _run_network_registration(fixed, moving, weights, subject_id, method, resample, device, threads, retry=0,
+                              refine=False, refine_scales=1, refine_iterations=30):
     return guarded_registration(
         lambda: network_register_pair(fixed, moving, weights, subject_id=subject_id, method=method,
-                                      resample=resample, device=device, threads=threads),
+                                      resample=resample, device=device, threads=threads, refine=refine,
+                                      refine_scales=refine_scales, refine_iterations=refine_iterations),
         subject_id, method, "NetworkRegistration")
 
 
 @define
 class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
-    """Register a moving image to a fixed image with a trained network (one forward pass).
+    """Register a moving image to a fixed image with a trained network (one forward pass),
+    optionally refined by instance optimisation.
 
     A network takes no masks and no similarity choice: it has no input for them (the cohort's
-    mask columns are not passed to it), since its forward pass does not measure a similarity.
+    mask columns are not passed to it), since its forward pass does not measure a similarity
+    (its refinement measures the network's own similarity, on the whole image).
 
     Args:
         fixed: target image (NIfTI); every output lies on its grid.
         moving: source image (NIfTI), taken onto the fixed grid through the headers.
         weights: a checkpoint from ``rdmm train`` / :class:`TrainNetwork` (checked when the task is built).
         subject_id: pair identifier used in output file names.
-        method: "vsvf-net", "lddmm-net" or "rdmm-net"; a checkpoint of another model is refused.
+        method: "vsvf-net", "lddmm-net" or "rdmm-net", or "vsvf-net+io", "lddmm-net+io",
+            "rdmm-net+io" (refined, whatever ``refine`` says); a checkpoint of another model is refused.
         resample: accept images whose size differs from the network's input size.
         device: "auto", "cpu", "cuda" or "cuda:N", resolved when the task runs.
         threads: CPU threads for torch while the task runs; 0 = all CPUs available to it.
         retry: attempt number (another value gives another cache hash, so a failure runs again).
+        refine: refine the prediction by instance optimisation: the default L-BFGS, with its
+            convergence test, on the network's own objective, started from the prediction
+            (always done for a "+io" method; registration.json records it under ``inputs.refine``).
+        refine_scales: refine on this many of the default schedule's finest scales (1: full resolution only).
+        refine_iterations: the most L-BFGS iterations per refined scale.
     """
 
     requires_gpu = True
@@ -94,6 +143,9 @@ class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
     device: str = arg(default="auto", validator=check_device)
     threads: int = arg(default=0, validator=check_threads)
     retry: int = arg(default=0, validator=check_retry)
+    refine: bool = False
+    refine_scales: int = arg(default=1, validator=_check_refine_scales)
+    refine_iterations: int = arg(default=30, validator=_check_refine_iterations)
 
     class Outputs(RdmmRegistration.Outputs):
         """The outputs of :class:`~.register.RdmmRegistration` (warped, displacement, composite,

@@ -18,49 +18,16 @@ from .cli_inputs import check_input_files, read_config
 from .cli_outputs import check_free_space, check_output_dir, output_lock, output_names, prepare_output_dir
 from .cli_progress import progress_bar
 from .cli_records import field_path, method_of_record, read_record
+from .cli_network import NETWORK_MODELS, check_network_options, network_weights, register_with_network_args
 from .cli_train import add_train_parser
 from .config import MODELS, RegistrationConfig
 
 log = logging.getLogger("rdmm")
 
-#: ``rdmm register --model`` names of trained networks -> their shooting model
-NETWORK_MODELS = {f"{m}-net": m for m in MODELS}
-
-
 def _load_config(args: argparse.Namespace) -> RegistrationConfig | None:
     if not args.config:
         return None
     return read_config(args.config)  # a registration.json record: its configuration is reused
-
-
-def _check_network_options(args: argparse.Namespace) -> None:
-    """--weights with a network model only, no options that do not apply to one, and a checkpoint
-    of that model: checked before anything else."""
-    if args.weights and args.model not in NETWORK_MODELS:
-        raise ValueError(f"--weights is for a trained network: use --model {' or '.join(NETWORK_MODELS)}")
-    if args.model not in NETWORK_MODELS:
-        return
-    if not args.weights:
-        raise ValueError(f"--model {args.model} needs --weights: a checkpoint from `rdmm train`")
-    unused = [flag for flag, value in (("--regularizer", args.regularizer), ("--region-labels", args.region_labels),
-                                       ("--preset", args.preset), ("--config", args.config), ("--affine", args.affine),
-                                       ("--deterministic", args.deterministic), ("--iterations", args.iterations),
-                                       ("--steps", args.steps), ("--map-resolution", args.map_resolution),
-                                       ("--similarity", args.similarity), ("--fixed-mask", args.fixed_mask),
-                                       ("--moving-mask", args.moving_mask))
-              if value]
-    if unused:
-        raise ValueError(f"{', '.join(unused)} do not apply to a trained network ({args.model})")
-    from .learning.checkpoint import load_checkpoint
-
-    load_checkpoint(args.weights, model=NETWORK_MODELS[args.model])
-
-
-def _register_with_network(args: argparse.Namespace):
-    from .learning import register_with_network
-
-    return register_with_network(args.fixed, args.moving, args.weights, model=NETWORK_MODELS[args.model],
-                                 resample=args.resample, device=args.device)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -72,7 +39,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
     check_input_files(args)  # every input file read, an error naming its flag, before the heavy work
-    _check_network_options(args)
+    check_network_options(args)
     # the configuration with --iterations/--steps/--map-resolution: errors before anything is written
     configured = None if args.model in NETWORK_MODELS else registration_config(args, _load_config(args))
     check_output_dir(out)
@@ -87,7 +54,7 @@ def _run_register(args: argparse.Namespace, configured: tuple) -> int:
     from .registration import register, resolve_config
 
     if args.model in NETWORK_MODELS:
-        return _finish_register(args, _register_with_network(args))
+        return _finish_register(args, register_with_network_args(args))
     config, preset = configured
     model = args.model or resolve_config(None, config, preset, args.regularizer).model  # what the bar names
     progress, close = progress_bar(not args.quiet, model)  # drawn from the first iteration
@@ -114,7 +81,8 @@ def _finish_register(args: argparse.Namespace, result) -> int:
         from .evaluation import evaluation_record, folded_cells, identity_labels
 
         cells = folded_cells(result.moving_voxels().double(), result.fixed.grid, result.moving.grid)
-        method = args.model if args.model in NETWORK_MODELS else method_of_record({"config": result.config.to_dict()})
+        method = (method_of_record({"config": result.config.to_dict(), "inputs": result.inputs})
+                  if args.model in NETWORK_MODELS else method_of_record({"config": result.config.to_dict()}))
         record = evaluation_record(out.name, method, warped_labels=result.apply(moving_labels),
                                    fixed_labels=fixed_labels, moving_labels=moving_labels,
                                    before_labels=identity_labels(moving_labels, result.fixed.grid),
@@ -134,7 +102,12 @@ def _finish_register(args: argparse.Namespace, result) -> int:
         paths.update(qc_report(result, out, fixed_labels, moving_labels))
     paths.update(result.save(out, extra=extra))
     folds = result.fold_statistics()
-    how = "a network" if args.model in NETWORK_MODELS else f"{len(result.history)} iterations"
+    if args.model not in NETWORK_MODELS:
+        how = f"{len(result.history)} iterations"
+    elif result.inputs.get("refine") is not None:
+        how = f"a network + {len(result.history)} refinement iterations"
+    else:
+        how = "a network"
     print(f"{result.config.model}: {how} in {result.timings['total']:.2f} s on "
           f"{result.device}; min det J {folds['det_min']:.3g}, folding voxels {folds['folding_voxels']}")
     print(f"outputs in {out}: " + ", ".join(p.name for p in paths.values()))
@@ -254,7 +227,7 @@ def cmd_cohort(args: argparse.Namespace) -> int:
     if args.config:
         _load_config(args)  # validate before anything runs
         config_json = str(Path(args.config).resolve())
-    method_options = _network_weights(args.weights or [], args.methods)
+    method_options = network_weights(args.weights or [], args.methods)
     pairs = read_manifest(args.manifest)  # every problem of the manifest, listed at once
     print(f"rdmm cohort: {len(pairs)} pairs x {len(args.methods)} methods on the {args.worker} worker",
           file=sys.stderr)
@@ -274,25 +247,6 @@ def cmd_cohort(args: argparse.Namespace) -> int:
         print(f"  failed: {pair_id} {method}: {message.splitlines()[0] if message else ''}")
     print(f"table: {result.table}\nreport: {result.report}")
     return 0
-
-
-def _network_weights(given: Sequence[str], methods: Sequence[str]) -> dict:
-    """``--weights METHOD=CHECKPOINT`` options -> method_options; every network method needs one."""
-    from .learning import load_checkpoint
-
-    options: dict = {}
-    for item in given:
-        method, sep, path = item.partition("=")
-        if not sep or method not in NETWORK_MODELS or not path:
-            raise ValueError(f"--weights {item!r}: expected METHOD=CHECKPOINT with METHOD one of {', '.join(NETWORK_MODELS)}")
-        if method not in methods:
-            raise ValueError(f"--weights {item!r}: {method} is not among --methods")
-        load_checkpoint(path, model=NETWORK_MODELS[method])  # refuse a wrong checkpoint before anything runs
-        options[method] = {"weights": str(Path(path).resolve())}
-    missing = [m for m in methods if m in NETWORK_MODELS and m not in options]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} need a trained network: --weights {missing[0]}=path/to/best.pt")
-    return options
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
@@ -349,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--weights", default=None, help="checkpoint of a trained network (from `rdmm train`)")
     r.add_argument("--resample", action="store_true",
                    help="with a network: resize images of another size to the network's input size")
+    r.add_argument("--refine", action="store_true",
+                   help="with a network: instance optimisation from its prediction, i.e. the default L-BFGS "
+                        "(with its convergence test) on the network's own objective, started from the predicted "
+                        "momentum on the finest scale (see --refine-scales, --refine-iterations); slower than the "
+                        "network alone")
+    r.add_argument("--refine-scales", type=int, default=None, metavar="K",
+                   help="with a network: refine on the K finest scales of the default schedule (default 1: the "
+                        "full resolution only); implies --refine")
+    r.add_argument("--refine-iterations", type=int, default=None, metavar="N",
+                   help="with a network: at most N L-BFGS iterations per refined scale (default 30; the "
+                        "convergence test usually stops earlier); implies --refine")
     r.add_argument("--regularizer", choices=("predefined", "optimized"), default=None,
                    help="RDMM pre-weights: from --region-labels, or optimised (default: the preset's)")
     r.add_argument("--region-labels", default=None, help="region label map of the moving image (predefined)")
@@ -357,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tuning_options(r)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: one per million fixed-image voxels, at most the CPUs available; "
-                        "a 2D slice or a 2 mm brain runs on one; 0: all available)")
+                   help="CPU threads of the optimisation (and of a network's --refine) (default: one per million "
+                        "fixed-image voxels, at most the CPUs available; a 2D slice or a 2 mm brain runs on one; "
+                        "0: all available)")
     r.add_argument("--deterministic", action="store_true",
                    help="one thread and deterministic algorithms: a rerun gives a bit-identical result")
     r.add_argument("--seed", type=int, default=None, help="random seed recorded with the result")
@@ -432,10 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("manifest", help="CSV/TSV manifest: id, fixed, moving[, fixed_labels, moving_labels, ...]")
     c.add_argument("--out", required=True, help="output directory (table, report, sub-<id>/<method>/)")
     c.add_argument("--methods", nargs="+", default=["rdmm-optimized"],
-                   help="vsvf lddmm rdmm-predefined rdmm-optimized ants-syn sitk-demons niftyreg, and trained "
-                        "networks vsvf-net lddmm-net rdmm-net (with --weights)")
+                   help="vsvf lddmm rdmm-predefined rdmm-optimized ants-syn sitk-demons niftyreg, trained "
+                        "networks vsvf-net lddmm-net rdmm-net (with --weights), and their predictions refined by "
+                        "instance optimisation vsvf-net+io lddmm-net+io rdmm-net+io (as `rdmm register --refine`)")
     c.add_argument("--weights", action="append", default=None, metavar="METHOD=CHECKPOINT",
-                   help="a trained network for a *-net method, e.g. rdmm-net=run/best.pt (repeatable)")
+                   help="a trained network for a *-net or *-net+io method, e.g. rdmm-net=run/best.pt (repeatable; "
+                        "rdmm-net+io uses rdmm-net's unless given its own)")
     c.add_argument("--worker", choices=("cf", "debug", "slurm"), default="cf",
                    help="cf: processes on this machine; slurm: one sbatch job per task; debug: in-process")
     c.add_argument("--jobs", type=int, default=None, help="cf worker: concurrent processes")

@@ -8,21 +8,24 @@ import sys
 __all__ = ["progress_bar"]
 
 
-def progress_bar(enabled: bool, desc: str):
+def progress_bar(enabled: bool, desc: str, advice=None):
     """A :class:`~rdmm_pipelines.progress.RegistrationProgress` for ``register`` and the function
     that closes its display.
 
     With ``enabled``, a tqdm bar on stderr shows the stage (affine level or deformable scale), the
     percent of the weighted work done and the time left; it is created at the first iteration, so
     nothing is drawn before ``register`` has checked its inputs. Enabled or not, a run estimated
-    long is announced on stderr before it starts, with the options that shorten it.
+    long is announced on stderr before it starts, with the options that shorten it
+    (``advice(estimate)``, when given, writes that line instead of the estimate's own: a
+    network's refinement is shortened by other options).
     """
     import time
 
     from .progress import RegistrationProgress, format_duration
 
     def long_run(estimate) -> None:
-        print(f"rdmm register: note: {estimate.message(cli=True)}", file=sys.stderr, flush=True)
+        line = estimate.message(cli=True) if advice is None else advice(estimate)
+        print(f"rdmm register: note: {line}", file=sys.stderr, flush=True)
 
     if not enabled:
         return RegistrationProgress(on_long_run=long_run), lambda: None

@@ -75,7 +75,8 @@ class RecordedResult:
 
     Attributes:
         method: what was run, named as the cohort names its methods: "rdmm-optimized",
-            "rdmm-predefined", "lddmm", "vsvf", "<model>-net" (a trained network), "ants-syn",
+            "rdmm-predefined", "lddmm", "vsvf", "<model>-net" (a trained network), "<model>-net+io"
+            (a network's prediction refined by instance optimisation), "ants-syn",
             "sitk-demons", "niftyreg".
         seconds: the registration's total time (registration.json's ``timings_seconds.total``, a
             baseline log's "finished in ... s").
@@ -94,14 +95,15 @@ class RecordedResult:
 def method_of_record(record: Mapping[str, Any]) -> str | None:
     """The method a ``registration.json`` record says was run, named as the cohort names it
     ("rdmm-optimized", "rdmm-predefined", "lddmm", "vsvf", or "<model>-net" for a trained
-    network's prediction); None when the record names no model."""
+    network's prediction, "<model>-net+io" for it refined by instance optimisation); None when
+    the record names no model."""
     config = record.get("config") or {}
     model = config.get("model") if isinstance(config, Mapping) else None
     if not model:
         return None
     inputs = record.get("inputs") or {}
     if isinstance(inputs, Mapping) and (inputs.get("network") is not None or inputs.get("weights") is not None):
-        return f"{model}-net"
+        return f"{model}-net+io" if inputs.get("refine") is not None else f"{model}-net"
     if model == "rdmm":
         source = (config.get("regional") or {}).get("source")
         return f"rdmm-{source}" if source in ("predefined", "optimized") else "rdmm"

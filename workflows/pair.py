@@ -33,6 +33,7 @@ __all__ = [
     "METHODS",
     "NETWORK_METHODS",
     "OUR_METHODS",
+    "REFINED_NETWORK_METHODS",
     "PairQc",
     "PairWorkflow",
     "pair_workflow",
@@ -55,9 +56,15 @@ BASELINE_METHODS: dict[str, str] = {
     "niftyreg": "NiftyRegF3D",
 }
 
+#: trained networks' predictions refined by instance optimisation (NetworkRegistration with
+#: ``refine``): each needs the checkpoint of its network, e.g. ``{"rdmm-net+io": {"weights":
+#: "run/best.pt"}}``; ``refine_scales``, ``refine_iterations`` in its options change the refinement
+REFINED_NETWORK_METHODS: tuple[str, ...] = ("vsvf-net+io", "lddmm-net+io", "rdmm-net+io")
+
 #: trained networks -> NetworkRegistration's method; each needs ``weights`` (a checkpoint) in its
-#: ``method_options``, e.g. ``{"rdmm-net": {"weights": "run/best.pt"}}``
-NETWORK_METHODS: tuple[str, ...] = ("vsvf-net", "lddmm-net", "rdmm-net")
+#: ``method_options``, e.g. ``{"rdmm-net": {"weights": "run/best.pt"}}``; the "+io" methods refine
+#: the prediction (:data:`REFINED_NETWORK_METHODS`)
+NETWORK_METHODS: tuple[str, ...] = ("vsvf-net", "lddmm-net", "rdmm-net", *REFINED_NETWORK_METHODS)
 
 #: every method a pair workflow accepts
 METHODS: tuple[str, ...] = (*OUR_METHODS, *NETWORK_METHODS, *BASELINE_METHODS)
@@ -100,6 +107,8 @@ def registration_node(method: str, *, fixed, moving, subject_id, moving_regions=
         if options.get("weights") is None:
             raise ValueError(f"method {method} needs a trained network: method_options={{{method!r}: "
                              "{'weights': 'path/to/best.pt'}} (rdmm cohort --weights)")
+        if method in REFINED_NETWORK_METHODS:
+            options = {"refine": True, **options}
         return interfaces.NetworkRegistration(fixed=fixed, moving=moving, subject_id=subject_id, method=method,
                                               device=device, threads=threads, **options)
     if method in OUR_METHODS:
@@ -324,7 +333,9 @@ def pair_workflow(method: str, **options: ty.Any) -> PairWorkflow:
 
     Args:
         method: one of :data:`METHODS`: "vsvf", "lddmm", "rdmm-predefined", "rdmm-optimized"
-            (RdmmRegistration) or a baseline "ants-syn", "sitk-demons", "niftyreg".
+            (RdmmRegistration), a trained network "vsvf-net", "lddmm-net", "rdmm-net" or one refined
+            "vsvf-net+io", "lddmm-net+io", "rdmm-net+io" (NetworkRegistration, with ``weights=``),
+            or a baseline "ants-syn", "sitk-demons", "niftyreg".
         **options: inputs of :class:`PairWorkflow` (``fixed``, ``moving``, ``fixed_labels``,
             ``moving_labels``, ``subject_id``, ``moving_regions``, landmarks, masks,
             ``config_json``, ``preset``, ``device``, ``threads``, ``report``); any other keyword is an input of
