@@ -22,10 +22,14 @@ from ..config import (
     _positive,
 )
 
-__all__ = ["NETWORK_MODELS", "NetworkConfig", "TrainingConfig", "network_config"]
+__all__ = ["COSINE_FLOOR", "NETWORK_MODELS", "SCHEDULES", "NetworkConfig", "TrainingConfig", "network_config"]
 
 #: the shooting models a network can drive
 NETWORK_MODELS = ("vsvf", "lddmm", "rdmm")
+#: learning-rate schedules of TrainingConfig.schedule
+SCHEDULES = ("step", "cosine")
+#: the "cosine" schedule ends at this fraction of the learning rate
+COSINE_FLOOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -134,12 +138,28 @@ class TrainingConfig(_Config):
         epochs: passes over the training pairs.
         batch_size: pairs per optimiser step (each pair also runs reversed when the network's
             inverse-consistency weight is > 0).
-        learning_rate: Adam's step size; lr_decay: multiply it by this every lr_step epochs.
+        learning_rate: Adam's step size at the start (after the warm-up).
+        schedule: how the learning rate changes from epoch to epoch: "step" (multiply it by
+            ``lr_decay`` every ``lr_step`` epochs) or "cosine" (from ``learning_rate`` down to
+            ``COSINE_FLOOR`` (1 %) of it in the last epoch along half a cosine; with
+            ``warmup_epochs`` w > 0, epochs 1..w first rise linearly, epoch k at k / (w + 1) of it).
+            Raising ``epochs`` on resume stretches the cosine over the new number of epochs.
+        lr_decay, lr_step: the "step" schedule's factor and period.
+        warmup_epochs: linear warm-up epochs of the "cosine" schedule (0: none; 1-2 helps a
+            network whose first large steps would blow up the shooting).
         validation_fraction: share of the pairs held out for validation when no separate
             validation set is given (at least one pair when > 0).
-        seed: seeds the weights' initialisation and the order of the pairs.
+        seed: seeds the weights' initialisation, the order of the pairs and the augmentation.
         clip_gradient: clip the gradient norm to this (0 disables).
         threads: CPU threads for torch (0: leave torch's default).
+        pairs_per_epoch: 0: every training pair once per epoch; N > 0: N pairs per epoch, taken
+            in turn from a seeded sequence of shuffles of the pool (every pair once before any
+            repeats), so a large pool trains in epochs of bounded length.
+        augment_affine: strength of the random affine warp of each training image (source and
+            target independently; 1 = up to 5 degrees, +-5 % scale, 0.05 shear, 4 voxels:
+            :mod:`rdmm_pipelines.learning.augment`); 0 disables it. Validation is never augmented.
+        augment_intensity: strength of the random gamma / scale / shift of each training image
+            (1 = gamma in [0.74, 1.35], scale +-10 %, shift +-0.05); 0 disables it.
     """
 
     epochs: int = 20
@@ -151,8 +171,29 @@ class TrainingConfig(_Config):
     seed: int = 0
     clip_gradient: float = 10.0
     threads: int = 0
+    schedule: str = "step"
+    warmup_epochs: int = 0
+    pairs_per_epoch: int = 0
+    augment_affine: float = 0.0
+    augment_intensity: float = 0.0
 
     def __post_init__(self) -> None:
+        _choice("training.schedule", self.schedule, SCHEDULES)
+        for name in ("warmup_epochs", "pairs_per_epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"training.{name} must be a non-negative integer; got {value!r}")
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ConfigError("training.warmup_epochs needs the cosine schedule (training.schedule = 'cosine')")
+        if isinstance(self.epochs, int) and self.warmup_epochs >= self.epochs > 0:
+            raise ConfigError(
+                f"training.warmup_epochs ({self.warmup_epochs}) must be fewer than the epochs ({self.epochs})")
+        for name in ("augment_affine", "augment_intensity"):
+            value = getattr(self, name)
+            _positive(f"training.{name}", value, allow_zero=True)
+            if value > 4:
+                raise ConfigError(f"training.{name} must be at most 4 (4 times the ranges of "
+                                  f"rdmm_pipelines.learning.augment.AugmentRanges); got {value!r}")
         for name in ("epochs", "batch_size", "lr_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -10,6 +10,12 @@ Outputs in ``out_dir`` (each written atomically, after every epoch):
 ``train(..., resume=True)`` continues from ``last.pt`` (same network configuration required;
 the training configuration may raise ``epochs``); without it an existing ``last.pt`` is refused,
 so nothing is overwritten by accident.
+
+Each epoch draws its pairs (:func:`epoch_order`), its learning rate (:func:`learning_rate_at`)
+and its augmentation from the seed and the epoch number alone, so a resumed training sees what an
+uninterrupted one would have seen. Training batches are augmented
+(:func:`~rdmm_pipelines.learning.augment.augment_pairs`, ``TrainingConfig.augment_*``) before the
+reversed pairs of an inverse-consistent network are appended; validation never is.
 """
 
 from __future__ import annotations
@@ -32,14 +38,15 @@ from ..atomic import write_text_atomic
 from ..integrators import ShootingError
 from ..provenance import device_description, resolve_device, versions, write_json_atomic
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import NetworkConfig, TrainingConfig
+from .augment import augment_pairs
+from .config import COSINE_FLOOR, NetworkConfig, TrainingConfig
 from .curves import plot_curves
 from .data import NetworkPair, collate
 from .loss import RegistrationLoss
 from .network import RegistrationNetwork
 from .scores import map_dice, map_folds
 
-__all__ = ["TRAINING_FILES", "TrainingResult", "split_pairs", "train", "validate"]
+__all__ = ["TRAINING_FILES", "TrainingResult", "epoch_order", "learning_rate_at", "split_pairs", "train", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +78,74 @@ def split_pairs(pairs: Sequence[NetworkPair], fraction: float, seed: int) -> tup
     return [pairs[i] for i in order[n_val:]], [pairs[i] for i in val]
 
 
-def _batch(net: RegistrationNetwork, pairs: Sequence[NetworkPair], device: torch.device) -> tuple:
+def learning_rate_at(cfg: TrainingConfig, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch`` under ``cfg.schedule`` (see :class:`TrainingConfig`)."""
+    if cfg.schedule == "step":
+        return cfg.learning_rate * cfg.lr_decay ** (epoch // cfg.lr_step)
+    w = cfg.warmup_epochs
+    if epoch < w:
+        return cfg.learning_rate * (epoch + 1) / (w + 1)
+    progress = min(1.0, (epoch - w) / max(cfg.epochs - w - 1, 1))
+    return cfg.learning_rate * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _shuffled(n: int, seed: int, k: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 100003 + k).shuffle(order)
+    return order
+
+
+def epoch_order(n_pairs: int, cfg: TrainingConfig, epoch: int) -> list[int]:
+    """Indices into the ``n_pairs`` training pairs for (0-based) ``epoch``, in training order.
+
+    ``cfg.pairs_per_epoch`` = 0: a seeded shuffle of all pairs. N > 0: positions ``epoch N`` ..
+    ``(epoch + 1) N - 1`` of the endless sequence of seeded shuffles of the pool (shuffle k for pass
+    k over it), so every pair comes once before any comes twice.
+    """
+    n_per = cfg.pairs_per_epoch
+    if n_per == 0 or n_pairs == 0:
+        return _shuffled(n_pairs, cfg.seed, epoch)
+    start = epoch * n_per
+    order: list[int] = []
+    k = start // n_pairs
+    offset = start - k * n_pairs
+    while len(order) < n_per:
+        order += _shuffled(n_pairs, cfg.seed, k)[offset:offset + n_per - len(order)]
+        k, offset = k + 1, 0
+    return order
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig):
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: learning_rate_at(cfg, e) / cfg.learning_rate)
+
+
+def _restore(optimizer: torch.optim.Optimizer, scheduler, ckpt, cfg: TrainingConfig, first: int) -> None:
+    """Load the optimiser's and the scheduler's state of ``ckpt``; a schedule other than the
+    checkpoint's starts at epoch ``first`` of its own course."""
+    if ckpt.record.get("optimizer"):
+        optimizer.load_state_dict(ckpt.record["optimizer"])
+    before = ckpt.training.schedule if ckpt.training is not None else "step"
+    if ckpt.record.get("scheduler") and before == cfg.schedule:
+        scheduler.load_state_dict(ckpt.record["scheduler"])
+        if cfg.schedule == "step":
+            return
+    elif before != cfg.schedule:
+        log.warning("resuming with the %s schedule a training begun with the %s schedule", cfg.schedule, before)
+    scheduler.last_epoch = first
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate_at(cfg, first)
+
+
+def _batch(net: RegistrationNetwork, pairs: Sequence[NetworkPair], device: torch.device,
+           augment: tuple[TrainingConfig, torch.Generator] | None = None) -> tuple:
     source, target, spacing = collate(pairs, device)
+    if augment is not None:
+        cfg, generator = augment
+        if cfg.augment_affine or cfg.augment_intensity:
+            source, target = augment_pairs(source, target, spacing, generator, cfg.augment_affine,
+                                           cfg.augment_intensity)
     bidirectional = net.cfg.inverse_consistency_weight > 0
     if bidirectional:
         source, target = torch.cat([source, target]), torch.cat([target, source])
@@ -150,7 +223,8 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainingResult:
-    """Train a network of ``net_cfg`` on ``pairs`` (Adam, step-decayed learning rate).
+    """Train a network of ``net_cfg`` on ``pairs`` (Adam; step-decayed or cosine learning rate;
+    optionally augmented batches and a fixed number of pairs per epoch: :class:`TrainingConfig`).
 
     Args:
         pairs: training pairs (:class:`NetworkPair`, e.g. from :func:`load_pair`); when
@@ -184,15 +258,12 @@ def train(
     net = ckpt.network.train() if ckpt is not None else RegistrationNetwork(net_cfg).to(dev)
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.lr_step, gamma=train_cfg.lr_decay)
+    scheduler = _scheduler(optimizer, train_cfg)
     history: list[dict[str, Any]] = []
     first = 0
     if ckpt is not None:
-        if ckpt.record.get("optimizer"):
-            optimizer.load_state_dict(ckpt.record["optimizer"])
-        if ckpt.record.get("scheduler"):
-            scheduler.load_state_dict(ckpt.record["scheduler"])
         history, first = list(ckpt.history), ckpt.epoch
+        _restore(optimizer, scheduler, ckpt, train_cfg, first)
         log.info("resuming %s at epoch %d", out, first)
     loss_fn = RegistrationLoss(net)
     best = min((h["selection_loss"] for h in history), default=math.inf)
@@ -204,14 +275,17 @@ def train(
     bs = train_cfg.batch_size
     for epoch in range(first, train_cfg.epochs):
         t0 = time.perf_counter()
-        order = list(range(len(train_pairs)))
-        random.Random(train_cfg.seed * 100003 + epoch).shuffle(order)
+        if train_cfg.schedule == "cosine":  # the closed form: right after a resume with more epochs too
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(train_cfg, epoch)
+        order = epoch_order(len(train_pairs), train_cfg, epoch)
+        augment = (train_cfg, torch.Generator().manual_seed(train_cfg.seed * 1000003 + epoch))
         batches = [[train_pairs[i] for i in order[k:k + bs]] for k in range(0, len(order), bs)]
         sums: dict[str, float] = {}
         skipped: list[str] = []
         bar = _progress_bar(len(batches), f"epoch {epoch + 1}/{train_cfg.epochs}", progress)
         for batch in batches:
-            source, target, spacing, bidirectional = _batch(net, batch, dev)
+            source, target, spacing, bidirectional = _batch(net, batch, dev, augment)
             try:
                 pred = net(source, target, spacing)
                 terms = loss_fn(net, pred, target, spacing, epoch, bidirectional)
@@ -225,7 +299,7 @@ def train(
                     raise FloatingPointError(
                         f"epoch {epoch + 1}: the loss was non-finite, or the shot could not be integrated (see the "
                         f"warnings), on {len(skipped)} batches (last: {skipped[-1]}); lower the learning rate (now "
-                        f"{scheduler.get_last_lr()[0]:g}) or raise integrator.max_steps; "
+                        f"{optimizer.param_groups[0]['lr']:g}) or raise integrator.max_steps; "
                         f"{out / TRAINING_FILES['last']} holds the last complete epoch")
                 bar.update()
                 continue
@@ -239,7 +313,7 @@ def train(
             bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}")
             bar.update()
         bar.close()
-        lr = scheduler.get_last_lr()[0]
+        lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         row.update({f"train_{k}": v / max(len(batches) - len(skipped), 1) for k, v in sums.items()})
