@@ -187,7 +187,7 @@ def train_command(args: argparse.Namespace) -> None:
     training, validation = network_pairs(split["train"], scans), network_pairs(split["validation"], scans)
     print(f"{len(scans)} scans prepared in {time.perf_counter() - t0:.1f} s", flush=True)
     net_cfg = default_network_config(args.model, Grid.from_shape(IMAGE_SHAPE, (OAI_SPACING, OAI_SPACING)),
-                                     inverse_consistency_weight=args.ic_weight)
+                                     inverse_consistency_weight=args.ic_weight, affine_steps=args.affine_steps)
     warmup = min(args.warmup_epochs, args.epochs - 1) if args.schedule == "cosine" else 0  # none in a 1-epoch run
     train_cfg = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                schedule=args.schedule, warmup_epochs=warmup,
@@ -200,6 +200,7 @@ def train_command(args: argparse.Namespace) -> None:
                     f"val {row.get('val_loss', float('nan')):.4f} val Dice {row.get('val_dice', float('nan')):.3f} "
                     f"({row['seconds']:.0f} s)", flush=True))
     print(f"best epoch {run.best_epoch}: {run.checkpoint}")
+
 
 #: evaluate's methods: the optimisation at the defaults, the network alone, the network refined
 EVALUATE_METHODS = ("optimisation", "net", "net+io")
@@ -318,6 +319,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-epochs", type=int, default=1, help="linear warm-up epochs of the cosine schedule (at most --epochs - 1)")
     t.add_argument("--augment-affine", type=float, default=1.0, help="affine augmentation strength (0: off)")
     t.add_argument("--augment-intensity", type=float, default=1.0, help="intensity augmentation strength (0: off)")
+    t.add_argument("--affine-steps", type=int, default=1,
+                   help="steps of the network's affine stage (0: none; the pairs are only centre-of-mass aligned)")
     t.add_argument("--ic-weight", type=float, default=0.0, help="inverse-consistency weight (0: off)")
     t.add_argument("--validation-subjects", type=int, default=6)
     t.add_argument("--validation-pairs", type=int, default=12)

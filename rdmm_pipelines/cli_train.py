@@ -34,7 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.val_manifest and args.synthetic:
         raise ValueError("--val-manifest goes with a MANIFEST")
     training = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                              validation_fraction=args.val_fraction, seed=args.seed, threads=args.threads)
+                              validation_fraction=args.val_fraction, seed=args.seed, threads=args.threads,
+                              schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                              pairs_per_epoch=args.pairs_per_epoch, augment_affine=args.augment_affine,
+                              augment_intensity=args.augment_intensity)
     validation = None
     if args.synthetic:
         cfg = _network_config(args, (args.size, args.size))
@@ -94,6 +97,16 @@ def add_train_parser(sub) -> None:
     t.add_argument("--epochs", type=int, default=20, help="passes over the training pairs")
     t.add_argument("--batch-size", type=int, default=1, help="pairs per optimiser step")
     t.add_argument("--learning-rate", type=float, default=1e-3, help="Adam step size")
+    t.add_argument("--schedule", choices=("step", "cosine"), default="step",
+                   help="learning-rate schedule: step (halved every 60 epochs) or cosine (down to 1 %% by the last "
+                        "epoch)")
+    t.add_argument("--warmup-epochs", type=int, default=0, help="cosine schedule: epochs of linear warm-up first")
+    t.add_argument("--pairs-per-epoch", type=int, default=0,
+                   help="pairs drawn per epoch from the training pairs (0: every pair once)")
+    t.add_argument("--augment-affine", type=float, default=0.0,
+                   help="random affine warp of each training image (1: up to 5 degrees, 5 %% scale, 4 voxels; 0: off)")
+    t.add_argument("--augment-intensity", type=float, default=0.0,
+                   help="random gamma, scale and shift of each training image (1: gamma 0.74-1.35; 0: off)")
     t.add_argument("--val-manifest", default=None, help="validation pairs (default: --val-fraction of the training pairs)")
     t.add_argument("--val-fraction", type=float, default=0.2,
                    help="fraction of the pairs held out for validation (the best epoch is kept)")
