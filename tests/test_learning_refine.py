@@ -53,6 +53,12 @@ def test_the_refinement_starts_exactly_at_the_prediction(model, pair):
     cfg = cfg.replace(optimizer=cfg.optimizer.replace(iterations=(0,)))
     start = InitialConditions(m0=predicted.m0, h0=predicted.h0, iteration=first)
     again = register(fixed, moving, config=cfg, affine=AffineTransform.identity(2), device="cpu", initial=start)
+    # the start is not changed in place: refining it twice gives the same result
+    kept = [t.clone() for t in (start.m0, start.h0) if t is not None]
+    runs = [register(fixed, moving, config=cfg.replace(optimizer=cfg.optimizer.replace(iterations=(3,))),
+                     affine=AffineTransform.identity(2), device="cpu", initial=start) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(kept, [t for t in (start.m0, start.h0) if t is not None]))
+    assert torch.equal(runs[0].m0, runs[1].m0) and not torch.equal(runs[0].m0, start.m0)
     assert float((predicted.phi - identity(fixed)).abs().max()) > 0.01  # the prediction moves
     assert torch.allclose(again.phi, predicted.phi, atol=1e-5)
     if model == "rdmm":

@@ -191,7 +191,7 @@ def optimize(
     m0 = z = None
     T = 0
     if initial is not None:  # resampled onto the first scale's map grid below, as between scales
-        m0 = initial.m0.to(dtype=target.dtype, device=target.device)
+        m0 = initial.m0.detach().to(dtype=target.dtype, device=target.device).clone()  # never the caller's tensor
         if optimise_h and initial.h0 is not None:
             h_start = initial.h0.to(dtype=target.dtype, device=target.device)
             z = logits_from_preweights(h_start / h_start.norm(dim=1, keepdim=True).clamp_min(1e-12)) / cfg.regional.logit_scale
