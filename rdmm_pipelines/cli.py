@@ -18,7 +18,8 @@ from .cli_inputs import check_input_files, read_config
 from .cli_outputs import check_free_space, check_output_dir, output_lock, output_names, prepare_output_dir
 from .cli_progress import progress_bar
 from .cli_records import field_path, method_of_record, read_record
-from .cli_network import NETWORK_MODELS, check_network_options, network_weights, register_with_network_args
+from .cli_network import NETWORK_MODELS, network_weights, register_with_network_args
+from .cli_network import check_network_options as _check_network_options  # the name tests and callers use
 from .cli_train import add_train_parser
 from .config import MODELS, RegistrationConfig
 
@@ -39,7 +40,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         if given and Path(given).resolve().parent == out.resolve() and Path(given).name in output_names():
             raise ValueError(f"{given}: an input would be overwritten by an output in {out}; choose another --out")
     check_input_files(args)  # every input file read, an error naming its flag, before the heavy work
-    check_network_options(args)
+    _check_network_options(args)
     # the configuration with --iterations/--steps/--map-resolution: errors before anything is written
     configured = None if args.model in NETWORK_MODELS else registration_config(args, _load_config(args))
     check_output_dir(out)
