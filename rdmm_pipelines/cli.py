@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "full resolution only); implies --refine")
     r.add_argument("--refine-iterations", type=int, default=None, metavar="N",
                    help="with a network: at most N L-BFGS iterations per refined scale (default 30; the "
-                        "convergence test usually stops earlier); implies --refine")
+                        "convergence test may stop earlier); implies --refine")
     r.add_argument("--regularizer", choices=("predefined", "optimized"), default=None,
                    help="RDMM pre-weights: from --region-labels, or optimised (default: the preset's)")
     r.add_argument("--region-labels", default=None, help="region label map of the moving image (predefined)")

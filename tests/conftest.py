@@ -40,6 +40,27 @@ def three_cohort_pairs(root):
     return pairs, config
 
 
+def synthetic_pair_manifest(root, n: int, size: int = 32):
+    """``n`` synthetic pairs (seeds 0..n-1, ``size`` x ``size``) as NIfTI under ``root/p<seed>``
+    and a CSV manifest of them (id, fixed, moving, fixed_labels, moving_labels): (rows, manifest)."""
+    import csv
+
+    from rdmm_pipelines.demo import write_pair
+    from rdmm_pipelines.synthetic import make_pair_2d
+
+    rows = []
+    for seed in range(n):
+        f = write_pair(make_pair_2d(seed, size), root / f"p{seed}")
+        rows.append({"id": f"p{seed}", "fixed": f["target"], "moving": f["source"],
+                     "fixed_labels": f["target_labels"], "moving_labels": f["source_labels"]})
+    manifest = root / "pairs.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows, manifest
+
+
 def blob(shift: float, n: int = 24) -> torch.Tensor:
     """(1, n, n) smooth Gaussian blob, moved down by ``shift`` voxels: the CLI tests' images."""
     ax = torch.arange(n, dtype=torch.float32)

@@ -4,16 +4,14 @@ import os
 
 os.environ.setdefault("NO_ET", "1")
 
-import csv
 import json
 
 import pytest
 import torch
+from conftest import synthetic_pair_manifest
 
 from rdmm_pipelines.cli import main
-from rdmm_pipelines.demo import write_pair
 from rdmm_pipelines.spatial import Grid, Image, save_image
-from rdmm_pipelines.synthetic import make_pair_2d
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -23,16 +21,7 @@ def cohort(tmp_path_factory):
     """Four 32x32 pairs as NIfTI, a manifest of them, and an LDDMM network trained on them for one epoch."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("learnt")
-    rows = []
-    for seed in range(4):
-        f = write_pair(make_pair_2d(seed, 32), root / f"p{seed}")
-        rows.append({"id": f"p{seed}", "fixed": f["target"], "moving": f["source"],
-                     "fixed_labels": f["target_labels"], "moving_labels": f["source_labels"]})
-    manifest = root / "pairs.csv"
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows, manifest = synthetic_pair_manifest(root, 4)
     run = root / "run"
     assert main(["train", str(manifest), "--out", str(run), "--model", "lddmm", "--epochs", "1",
                  "--val-fraction", "0.25", "--preset", "default", "-q"]) == 0

@@ -6,17 +6,15 @@ import os
 os.environ.setdefault("NO_ET", "1")
 
 import argparse
-import csv
 import json
 
 import pytest
 import torch
+from conftest import synthetic_pair_manifest
 
 from rdmm_pipelines.cli import build_parser, main
 from rdmm_pipelines.config import KernelConfig, RegionalConfig
-from rdmm_pipelines.demo import write_pair
 from rdmm_pipelines.learning import NetworkConfig, RegistrationNetwork, save_checkpoint
-from rdmm_pipelines.synthetic import make_pair_2d
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -39,16 +37,7 @@ def lab(tmp_path_factory):
     """Two 32x32 pairs as NIfTI, their manifest, an LDDMM checkpoint and one that cannot be refined."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("refine_layers")
-    rows = []
-    for seed in range(2):
-        f = write_pair(make_pair_2d(seed, 32), root / f"p{seed}")
-        rows.append({"id": f"p{seed}", "fixed": f["target"], "moving": f["source"],
-                     "fixed_labels": f["target_labels"], "moving_labels": f["source_labels"]})
-    manifest = root / "pairs.csv"
-    with open(manifest, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows, manifest = synthetic_pair_manifest(root, 2)
     return {"root": root, "rows": rows, "manifest": manifest, "lddmm": _checkpoint(root / "lddmm.pt"),
             "steps": _checkpoint(root / "steps.pt", refine_steps=2)}
 
