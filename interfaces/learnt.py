@@ -49,19 +49,13 @@ def _refine_settings(refine: bool, method: str, refine_scales: int, refine_itera
     return RefineConfig(scales=refine_scales, iterations=refine_iterations)
 
 
-def _check_refine_scales(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
-    """attrs validator: 1 to the default schedule's number of scales."""
-    from rdmm_pipelines.config import OptimizerConfig
+def _check_refine_value(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
+    """attrs validator of ``refine_scales`` / ``refine_iterations`` (RefineConfig's own check)."""
+    from rdmm_pipelines.learning.refine import refine_value_problem
 
-    n = len(OptimizerConfig().scales)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
-        raise ValueError(f"{attribute.name} must be an integer from 1 to {n}, got {value!r}")
-
-
-def _check_refine_iterations(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
-    """attrs validator: a positive number of iterations."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be a positive integer, got {value!r}")
+    problem = refine_value_problem(attribute.name.removeprefix("refine_"), value)
+    if problem:
+        raise ValueError(f"{attribute.name} {problem}")
 
 
 def _check_weights(_instance: ty.Any, attribute: ty.Any, value: ty.Any) -> None:
@@ -144,8 +138,8 @@ class NetworkRegistration(Task["NetworkRegistration.Outputs"]):
     threads: int = arg(default=0, validator=check_threads)
     retry: int = arg(default=0, validator=check_retry)
     refine: bool = False
-    refine_scales: int = arg(default=1, validator=_check_refine_scales)
-    refine_iterations: int = arg(default=30, validator=_check_refine_iterations)
+    refine_scales: int = arg(default=1, validator=_check_refine_value)
+    refine_iterations: int = arg(default=30, validator=_check_refine_value)
 
     class Outputs(RdmmRegistration.Outputs):
         """The outputs of :class:`~.register.RdmmRegistration` (warped, displacement, composite,

@@ -29,16 +29,13 @@ def _refine_option(args: argparse.Namespace):
     is refused naming its flag."""
     if not _refine_flags(args):
         return None
-    from .config import OptimizerConfig
-    from .learning.refine import RefineConfig
+    from .learning.refine import RefineConfig, refine_value_problem
 
     scales, iterations = args.refine_scales, args.refine_iterations
-    n = len(OptimizerConfig().scales)
-    if scales is not None and not 1 <= scales <= n:
-        raise ValueError(f"--refine-scales must be from 1 to {n} (the finest scales of the default schedule); "
-                         f"got {scales}")
-    if iterations is not None and iterations < 1:
-        raise ValueError(f"--refine-iterations must be a positive integer; got {iterations}")
+    for flag, value in (("--refine-scales", scales), ("--refine-iterations", iterations)):
+        problem = None if value is None else refine_value_problem(flag.rsplit("-", 1)[1], value)
+        if problem:
+            raise ValueError(f"{flag} {problem}")
     given = {k: v for k, v in (("scales", scales), ("iterations", iterations)) if v is not None}
     return RefineConfig(**given)
 

@@ -81,7 +81,7 @@ def test_register_without_refine_is_the_network_alone(lab, tmp_path, capsys):
     (["--refine-iterations", "5"], "--refine-iterations refines a trained network's prediction"),
     (["--model", "lddmm-net", "--weights", "{lddmm}", "--refine-iterations", "0"],
      "--refine-iterations must be a positive integer; got 0"),
-    (["--model", "lddmm-net", "--weights", "{lddmm}", "--refine-scales", "9"], "--refine-scales must be from 1 to 3"),
+    (["--model", "lddmm-net", "--weights", "{lddmm}", "--refine-scales", "9"], "--refine-scales must be an integer from 1 to 3"),
     (["--model", "lddmm-net", "--weights", "{steps}", "--refine"], "--refine: "),
 ])
 def test_bad_refine_options_are_refused_at_once(lab, tmp_path, capsys, argv, words):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..config import AffineConfig, ConfigError, OptimizerConfig, RegistrationConfig, _Config
 from .network import RegistrationNetwork
 
-__all__ = ["RefineConfig", "refine_config"]
+__all__ = ["RefineConfig", "refine_config", "refine_value_problem"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,22 @@ class RefineConfig(_Config):
     iterations: int = 30
 
     def __post_init__(self) -> None:
+        for name in ("scales", "iterations"):
+            problem = refine_value_problem(name, getattr(self, name))
+            if problem:
+                raise ConfigError(f"refine.{name} {problem}")
+
+
+def refine_value_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be :class:`RefineConfig`'s ``name`` ("scales" or "iterations"), as the
+    end of a sentence that names it ("must be ...; got ..."), or None when it can (the one check
+    behind the configuration, ``rdmm register --refine-*`` and the pydra task's inputs)."""
+    if name == "scales":
         n = len(OptimizerConfig().scales)
-        if isinstance(self.scales, bool) or not isinstance(self.scales, int) or not 1 <= self.scales <= n:
-            raise ConfigError(f"refine.scales must be an integer from 1 to {n}; got {self.scales!r}")
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise ConfigError(f"refine.iterations must be a positive integer; got {self.iterations!r}")
+        ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= n
+        return None if ok else f"must be an integer from 1 to {n} (the default schedule's finest scales); got {value!r}"
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else f"must be a positive integer; got {value!r}"
 
 
 def refine_config(net: RegistrationNetwork, refine: RefineConfig) -> tuple[RegistrationConfig, int]:
