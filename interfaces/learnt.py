@@ -16,6 +16,8 @@ from fileformats.application import Json
 from fileformats.generic import File
 
 from rdmm_pipelines.config import MODELS
+from rdmm_pipelines.config import NETWORK_METHODS as _NETWORKS
+from rdmm_pipelines.config import REFINED_METHODS
 
 from ._pydra import Outputs, Task, arg, define
 from .common import (
@@ -33,10 +35,8 @@ from .register import RdmmRegistration, guarded_registration, save_registration
 __all__ = ["NETWORK_METHODS", "REFINED_METHODS", "NetworkRegistration", "TrainNetwork", "network_register_pair",
            "train_network"]
 
-#: refined network methods (the prediction refined by instance optimisation) -> their network's method
-REFINED_METHODS = {f"{m}-net+io": f"{m}-net" for m in MODELS}
 #: method name -> the shooting model the network drives ("<model>-net" and "<model>-net+io")
-NETWORK_METHODS = {**{f"{m}-net": m for m in MODELS}, **{f"{m}-net+io": m for m in MODELS}}
+NETWORK_METHODS = {**_NETWORKS, **{refined: _NETWORKS[net] for refined, net in REFINED_METHODS.items()}}
 
 
 def _refine_settings(refine: bool, method: str, refine_scales: int, refine_iterations: int):

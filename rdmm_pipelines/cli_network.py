@@ -9,11 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .cli_progress import progress_bar
-from .config import MODELS
-
-#: ``rdmm register --model`` names of trained networks -> their shooting model
-NETWORK_MODELS = {f"{m}-net": m for m in MODELS}
-
+from .config import NETWORK_METHODS as NETWORK_MODELS  # "rdmm-net" -> "rdmm"
+from .config import REFINED_METHODS as REFINED_NETWORK_METHODS  # "rdmm-net+io" -> "rdmm-net"
 
 def _refine_flags(args: argparse.Namespace) -> list[str]:
     """The --refine options given (``rdmm register``)."""
@@ -100,10 +97,6 @@ def _refine_advice(estimate) -> str:
     return (f"this refinement of a {size} image may take about {format_duration(estimate.seconds)} on this CPU "
             f"({estimate.threads} thread{'s' if estimate.threads != 1 else ''}; a rough estimate); shorter: fewer "
             f"--refine-iterations, --refine-scales 1, {more}or a GPU (--device cuda)")
-
-
-#: ``rdmm cohort`` methods of a network's prediction refined by instance optimisation -> their network's
-REFINED_NETWORK_METHODS = {f"{name}+io": name for name in NETWORK_MODELS}
 
 
 def network_weights(given: Sequence[str], methods: Sequence[str]) -> dict:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = [
+    "NETWORK_METHODS",
+    "REFINED_METHODS",
     "KernelConfig",
     "RegionalConfig",
     "IntegratorConfig",
@@ -27,6 +29,10 @@ __all__ = [
 ]
 
 MODELS = ("vsvf", "lddmm", "rdmm")
+#: trained networks, named as methods ("rdmm-net") -> the shooting model each drives
+NETWORK_METHODS = {f"{m}-net": m for m in MODELS}
+#: a network's prediction refined by instance optimisation ("rdmm-net+io") -> its network's method
+REFINED_METHODS = {f"{name}+io": name for name in NETWORK_METHODS}
 _SIMILARITIES = ("ncc", "lncc", "mk-lncc", "ssd", "mi")
 _AFFINE_INITS = ("center_of_mass", "geometric_center", "identity")
 _DOFS = ("rigid", "similarity", "affine")

@@ -24,6 +24,8 @@ import typing as ty
 from fileformats.application import Json
 from fileformats.generic import File
 from fileformats.image import Png
+from rdmm_pipelines.config import NETWORK_METHODS as _NETWORKS
+from rdmm_pipelines.config import REFINED_METHODS as _REFINED
 from rdmm_pipelines.interfaces._pydra import Outputs, Task, arg, define, workflow
 from rdmm_pipelines.interfaces.common import NiftiImage, check_nifti, check_subject_id
 
@@ -59,12 +61,12 @@ BASELINE_METHODS: dict[str, str] = {
 #: trained networks' predictions refined by instance optimisation (NetworkRegistration with
 #: ``refine``): each needs the checkpoint of its network, e.g. ``{"rdmm-net+io": {"weights":
 #: "run/best.pt"}}``; ``refine_scales``, ``refine_iterations`` in its options change the refinement
-REFINED_NETWORK_METHODS: tuple[str, ...] = ("vsvf-net+io", "lddmm-net+io", "rdmm-net+io")
+REFINED_NETWORK_METHODS: tuple[str, ...] = tuple(_REFINED)
 
 #: trained networks -> NetworkRegistration's method; each needs ``weights`` (a checkpoint) in its
 #: ``method_options``, e.g. ``{"rdmm-net": {"weights": "run/best.pt"}}``; the "+io" methods refine
 #: the prediction (:data:`REFINED_NETWORK_METHODS`)
-NETWORK_METHODS: tuple[str, ...] = ("vsvf-net", "lddmm-net", "rdmm-net", *REFINED_NETWORK_METHODS)
+NETWORK_METHODS: tuple[str, ...] = (*_NETWORKS, *REFINED_NETWORK_METHODS)
 
 #: every method a pair workflow accepts
 METHODS: tuple[str, ...] = (*OUR_METHODS, *NETWORK_METHODS, *BASELINE_METHODS)
