@@ -23,7 +23,6 @@ def _both(monkeypatch, fn):
 
 @pytest.mark.parametrize("shape", [(17, 30), (1, 25), (9, 11, 14), (6, 1, 13)])
 def test_matrices_and_fft_give_the_same_filters(monkeypatch, shape):
-    d = len(shape)
     g = torch.Generator().manual_seed(3)
     spacing = tuple(0.9 / (n - 1) if n > 1 else 1.0 for n in shape)
     sigmas = (0.04, 0.11, 0.5)

@@ -372,3 +372,27 @@ def test_bad_parameters():
         MultiKernelLNCC((3, 0), (0.5, 0.5))
     with pytest.raises(ValueError, match="weights"):
         MultiKernelLNCC((3, 5), (0.5, -0.5))
+
+
+@pytest.mark.parametrize("make", [lambda: LNCC(7), lambda: MultiKernelLNCC.for_shape((20, 24))])
+def test_lncc_reuses_the_target_moments_only_for_the_same_unchanged_target(make):
+    g = torch.Generator().manual_seed(5)
+    target = torch.rand(1, 1, 20, 24, generator=g, dtype=torch.float64)
+    other = torch.rand(1, 1, 20, 24, generator=g, dtype=torch.float64)
+    warped = torch.rand(1, 1, 20, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    sim = make()
+
+    def loss_and_grad(module, t):
+        (grad,) = torch.autograd.grad(module(warped, t).sum(), warped)
+        return module(warped, t).detach(), grad
+
+    first = loss_and_grad(sim, target)
+    again = loss_and_grad(sim, target)  # from the cache
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    for t in (other, target):  # another tensor, then the first one back
+        cached, fresh = loss_and_grad(sim, t), loss_and_grad(make(), t)
+        assert torch.equal(cached[0], fresh[0]) and torch.equal(cached[1], fresh[1])
+    target.mul_(0.5).add_(other)  # changed in place: its version moves, the moments are recomputed
+    cached, fresh = loss_and_grad(sim, target), loss_and_grad(make(), target)
+    assert torch.equal(cached[0], fresh[0]) and torch.equal(cached[1], fresh[1])
+    assert not torch.equal(cached[0], first[0])
