@@ -8,8 +8,8 @@ docs/numerics.md). Two exact implementations of the same operator, chosen by gri
 * **Banded matrices** (axes of at most :data:`MATMUL_MAX_AXIS` samples): a Gaussian is separable,
   so along axis k it is the symmetric Toeplitz matrix ``M_k[i, j] = g(i - j)`` (zero beyond the
   radius), applied to every line of the field by one matrix product. Measured (1 thread,
-  ``benchmarks/gaussian_operators.py``): 3-10x faster than the separable FFT on 3D map grids up to
-  128^3, about 2x on 2D grids up to 256 per axis.
+  ``benchmarks/gaussian_operators.py``): 2.6-6x faster than the separable FFT per Gaussian on the
+  3D map grids of the registrations (40x48x56, 80x96x112), 1-3x on 2D grids up to 128x256.
 * **Padded FFT** (longer axes, and the 2D mixture K = sum_i omega_i K_i, which is not separable):
   the field is zero-padded to at least ``n + r`` samples per axis (r the kernel radius in voxels).
 
