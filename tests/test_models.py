@@ -216,3 +216,26 @@ def test_unknown_solver_and_adjoint_on_fixed_step_are_rejected():
         integrate(DecayModel(), Decay(torch.ones(1)), method="rk5")
     with pytest.raises(ValueError, match="adaptive"):
         integrate(DecayModel(), Decay(torch.ones(1)), method="rk4", adjoint=True)
+
+
+@pytest.mark.parametrize("shape", [(7, 6), (4, 3, 5)])
+def test_epdiff_node_equals_the_recorded_graph_and_is_twice_differentiable(shape):
+    from torch.autograd import gradgradcheck
+
+    from rdmm_pipelines.core.differences import partial
+    from rdmm_pipelines.models.transport import contracted_gradient, epdiff
+
+    d = len(shape)
+    spacing = tuple(0.1 * (k + 1) for k in range(d))
+    g = torch.Generator().manual_seed(11)
+    m, v, w = (torch.randn((2, d) + shape, generator=g, dtype=torch.float64) for _ in range(3))
+    m.requires_grad_()
+    v.requires_grad_()
+    # ad*_v m written as products, sums and differences, differentiated by autograd
+    graph = sum(partial(m * v[:, j : j + 1], j, h) for j, h in enumerate(spacing)) + contracted_gradient(v, m, spacing)
+    node = epdiff(m, v, spacing)
+    assert torch.allclose(node, graph, rtol=0, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(node, (m, v), w), torch.autograd.grad(graph, (m, v), w)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert gradcheck(lambda a, b: epdiff(a, b, spacing), (m, v))
+    assert gradgradcheck(lambda a, b: epdiff(a, b, spacing), (m, v))

@@ -18,6 +18,9 @@ from .linear import apply_linear
 
 __all__ = [
     "partial",
+    "partial_transpose",
+    "difference",
+    "difference_transpose",
     "gradient",
     "divergence",
     "jacobian",
@@ -44,6 +47,31 @@ def partial(f: Tensor, axis: int, h: float) -> Tensor:
     dim, h = axis + 2, float(h)
     return apply_linear(f, functools.partial(_difference, dim=dim, h=h),
                         functools.partial(_difference_transpose, dim=dim, h=h))
+
+
+def partial_transpose(g: Tensor, axis: int, h: float) -> Tensor:
+    """D^T g along spatial ``axis``, the adjoint of :func:`partial`: <D f, g> = <f, D^T g>.
+
+    Args:
+        g: (B, C, *S).
+
+    Returns:
+        (B, C, *S); differentiable (its backward is D).
+    """
+    dim, h = axis + 2, float(h)
+    return apply_linear(g, functools.partial(_difference_transpose, dim=dim, h=h),
+                        functools.partial(_difference, dim=dim, h=h))
+
+
+def difference(f: Tensor, axis: int, h: float) -> Tensor:
+    """D f of :func:`partial` without autograd bookkeeping (for the forward of autograd Functions
+    that write their own backward); (B, C, *S) -> (B, C, *S)."""
+    return _difference(f, axis + 2, float(h))
+
+
+def difference_transpose(g: Tensor, axis: int, h: float) -> Tensor:
+    """D^T g of :func:`partial_transpose` without autograd bookkeeping; (B, C, *S) -> (B, C, *S)."""
+    return _difference_transpose(g, axis + 2, float(h))
 
 
 def _difference(f: Tensor, dim: int, h: float) -> Tensor:
