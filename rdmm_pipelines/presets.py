@@ -97,8 +97,8 @@ def knee_optimized(model: str = "rdmm") -> RegistrationConfig:
 def brain(model: str = "rdmm") -> RegistrationConfig:
     """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel with at most
     30/30/10 iterations (the finest scale costs most). On the two 2 mm template pairs LDDMM's NCC
-    was above ANTs SyN's on both at about 2x SyN's time, where the defaults take about 5x
-    (docs/benchmarks.md, "The brain preset")."""
+    was above ANTs SyN's on both at about 2x SyN's time, where the defaults took about 5x then
+    (4.4x since the faster kernels; docs/benchmarks.md, "The brain preset")."""
     cfg = default(model)
     return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS))
 
