@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import rdmm_pipelines.core.box as box
 import rdmm_pipelines.similarity as similarity
 from rdmm_pipelines.similarity import (
     LNCC,
@@ -190,9 +191,9 @@ def test_box_mean_slice_loop_equals_cumsum(monkeypatch):
     """The CPU slice-loop prefix sums (large tensors) and torch.cumsum give the same box means."""
     x = _rand((2, 3, 9, 10, 11), torch.float64, 3)
     windows = [(3, 5, 7), (4, 1, 30), (19, 2, 3)]
-    monkeypatch.setattr(similarity, "_SLICE_LOOP_MIN_NUMEL", 0)
+    monkeypatch.setattr(box, "_SLICE_LOOP_MIN_NUMEL", 0)
     loop = [similarity._box_mean(x, w) for w in windows]
-    monkeypatch.setattr(similarity, "_SLICE_LOOP_MIN_NUMEL", 1 << 62)
+    monkeypatch.setattr(box, "_SLICE_LOOP_MIN_NUMEL", 1 << 62)
     for w, got in zip(windows, loop):
         torch.testing.assert_close(got, similarity._box_mean(x, w), rtol=0, atol=1e-13)
         torch.testing.assert_close(got[:1, :1, :4, :3, :5], _brute_box_mean(x, w)[:1, :1, :4, :3, :5],
