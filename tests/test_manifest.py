@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rdmm_pipelines.workflows.manifest as manifest_module
+import rdmm_pipelines.workflows.manifest_checks as checks_module
+import rdmm_pipelines.workflows.pair_spec as pair_spec_module
 import torch
 from rdmm_pipelines.workflows.manifest import (
     COLUMNS,
@@ -344,8 +346,8 @@ def test_check_images_false_checks_structure_and_files_only(cohort):
 def test_image_headers_are_read_once_per_file(cohort, monkeypatch):
     tmp_path, files = cohort
     calls = []
-    original = manifest_module._read_header
-    monkeypatch.setattr(manifest_module, "_read_header", lambda p: calls.append(p) or original(p))
+    original = checks_module._read_header
+    monkeypatch.setattr(checks_module, "_read_header", lambda p: calls.append(p) or original(p))
     pairs = [PairSpec(id=f"p{i}", fixed=files["f"], moving=files["m"], row=i + 2) for i in range(5)]
     assert validate_pairs(pairs) == []
     assert sorted(calls) == sorted([files["f"], files["m"]])
@@ -461,7 +463,8 @@ def test_write_refuses_bad_pairs_and_names(tmp_path):
 
 
 def test_manifest_module_does_not_import_pydra():
-    tree = ast.parse(Path(manifest_module.__file__).read_text())
-    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if "pydra" in m or "nipype" in m]
+    for module in (manifest_module, checks_module, pair_spec_module):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        assert not [m for m in imported if "pydra" in m or "nipype" in m]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 
-from .manifest import (
+from .pair_spec import (
     _NIFTI_SUFFIXES,
     ManifestError,
     PairSpec,
@@ -28,8 +28,8 @@ from .manifest import (
     _norm,
     _safe_id,
     _stem,
-    validate_pairs,
 )
+from .manifest_checks import validate_pairs
 
 __all__ = ["all_pairs", "longitudinal_pairs", "pairs_to_atlas"]
 
