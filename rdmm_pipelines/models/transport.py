@@ -45,7 +45,7 @@ def contracted_gradient(f: Tensor, c: Tensor, spacing: Sequence[float]) -> Tenso
         ``contracted_gradient(v, m)``; RDMM's weight force sum_i F_i grad h_i is
         ``contracted_gradient(h, F)``.
     """
-    return torch.cat([(partial(f, j, h) * c).sum(1, keepdim=True) for j, h in enumerate(spacing)], dim=1)
+    return _contract([partial(f, j, h) for j, h in enumerate(spacing)], c)
 
 
 def epdiff(m: Tensor, v: Tensor, spacing: Sequence[float]) -> Tensor:
@@ -125,9 +125,10 @@ def _epdiff_adjoint(g: Tensor, m: Tensor, v: Tensor, spacing: tuple[float, ...])
     return grad_m, grad_v
 
 
-def _contract(dv: list[Tensor], m: Tensor) -> Tensor:
-    """(D v)^T m from the differences dv[i] = D_i v: [:, i] = sum_n m_n dv[i]_n, (B, d, *S)."""
-    return torch.cat([(dvi * m).sum(1, keepdim=True) for dvi in dv], dim=1)
+def _contract(df: list[Tensor], c: Tensor) -> Tensor:
+    """sum_n c_n grad f_n from the differences df[j] = D_j f: [:, j] = sum_n c_n df[j]_n, (B, d, *S)
+    (EPDiff's (D v)^T m with f = v, c = m)."""
+    return torch.cat([(dfj * c).sum(1, keepdim=True) for dfj in df], dim=1)
 
 
 def compose_displaced(phi: Tensor, identity: Tensor, u: Tensor, spacing: Sequence[float]) -> Tensor:
