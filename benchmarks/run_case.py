@@ -30,22 +30,24 @@ BRAIN_SIGMAS = (0.03, 0.06, 0.09, 0.12)
 BRAIN_WEIGHTS = (0.1, 0.3, 0.3, 0.3)
 
 
-def _our_config(case: str, method: str, mode: str, steps: int | None = None):
-    cfg = _base_config(case, method, mode)
+def _our_config(case: str, method: str, mode: str, steps: int | None = None, preset: str = "default"):
+    cfg = _base_config(case, method, mode, preset)
     if steps is not None:
         cfg = cfg.replace(integrator=cfg.integrator.replace(steps=steps))
     return cfg
 
 
-def _base_config(case: str, method: str, mode: str):
+def _base_config(case: str, method: str, mode: str, preset: str = "default"):
     from rdmm_pipelines.config import OptimizerConfig
     from rdmm_pipelines.demo import method_config
     from rdmm_pipelines.presets import default_region_weights, get_preset
 
-    if mode == "defaults":  # the real case set: exactly what `rdmm register --model M` runs
+    if mode == "defaults":  # the real case set: exactly what `rdmm register --model M [--preset P]` runs
         if method == "rdmm-predefined":
             raise ValueError("the real case set runs the defaults: rdmm-optimized, not rdmm-predefined")
-        return get_preset("default", "rdmm" if method.startswith("rdmm") else method)
+        return get_preset(preset, "rdmm" if method.startswith("rdmm") else method)
+    if preset != "default":
+        raise ValueError("--preset applies to --mode defaults (the real case set) only")
     iters = ITERATIONS[mode]
     if case == "2d200":
         return method_config(method, iters)
@@ -71,13 +73,14 @@ def _regions(case: str, moving_labels: Path):
     return lab.with_data(region.long())
 
 
-def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: str, steps: int | None = None) -> dict:
+def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: str, steps: int | None = None,
+             preset: str = "default") -> dict:
     import torch
 
     from rdmm_pipelines.registration import register
     from rdmm_pipelines.transforms import DenseTransform
 
-    cfg = _our_config(case, method, mode, steps)
+    cfg = _our_config(case, method, mode, steps, preset)
     regions = _regions(case, files["moving_labels"]) if method == "rdmm-predefined" else None
     t0 = time.perf_counter()
     result = register(str(files["fixed"]), str(files["moving"]), config=cfg, region_labels=regions, device="cpu")
@@ -108,6 +111,7 @@ def main() -> None:
     ap.add_argument("--mode", default="quick", choices=MODES)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the preset's 10)")
+    ap.add_argument("--preset", default="default", help="--mode defaults: the preset our methods run (default: the defaults)")
     ap.add_argument("--data", default="runs/bench_data")
     ap.add_argument("--work", default="runs/bench_work")
     args = ap.parse_args()
@@ -125,7 +129,7 @@ def main() -> None:
     work = Path(args.work) / args.case
     work.mkdir(parents=True, exist_ok=True)
     if args.method in OURS:
-        rec = run_ours(args.case, args.method, files, work, args.mode, args.steps)
+        rec = run_ours(args.case, args.method, files, work, args.mode, args.steps, args.preset)
     else:
         rec = run_peer(args.method, files, work, args.threads)
     ev = evaluate_displacement_field(rec["displacement"], files["fixed_labels"], files["moving_labels"],

@@ -39,10 +39,10 @@ def _cells(folds: dict) -> str:
 
 
 def run_best(case: str, method: str, mode: str, threads: int, data: Path, work: Path,
-             steps: int | None = None, repeat: int = 1) -> dict:
+             steps: int | None = None, repeat: int = 1, preset: str = "default") -> dict:
     """The fastest of ``repeat`` fresh-process runs (the machine is shared: the minimum is the
     least disturbed); every run's seconds are kept in ``all_seconds``."""
-    runs = [run_one(case, method, mode, threads, data, work, steps) for _ in range(max(repeat, 1))]
+    runs = [run_one(case, method, mode, threads, data, work, steps, preset) for _ in range(max(repeat, 1))]
     good = [r for r in runs if "error" not in r]
     if not good:
         return runs[0]
@@ -52,11 +52,13 @@ def run_best(case: str, method: str, mode: str, threads: int, data: Path, work: 
 
 
 def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: Path,
-            steps: int | None = None) -> dict:
+            steps: int | None = None, preset: str = "default") -> dict:
     cmd = [sys.executable, str(HERE / "run_case.py"), "--case", case, "--method", method, "--mode", mode,
            "--threads", str(threads), "--data", str(data), "--work", str(work)]
     if steps is not None and method in OURS:
         cmd += ["--steps", str(steps)]
+    if preset != "default" and method in OURS:
+        cmd += ["--preset", preset]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -70,7 +72,8 @@ def run_one(case: str, method: str, mode: str, threads: int, data: Path, work: P
 
 
 def summary(records: list[dict], meta: dict) -> str:
-    out = [f"# Benchmark {meta['date']} ({meta['mode']})", "",
+    preset = meta.get("preset", "default")
+    out = [f"# Benchmark {meta['date']} ({meta['mode']}{'' if preset == 'default' else ', preset ' + preset})", "",
            (f"machine: {meta['machine']}, {meta['cpus']} CPUs; threads per tool: {meta['threads']}; "
             f"RK4 steps of our methods: {meta.get('steps') or 'the configuration default'}; "
             f"seconds: fastest of {meta.get('repeat', 1)} run(s); torch {meta['versions'].get('torch')}"),
@@ -143,6 +146,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=None, help="RK4 steps of our methods (default: the configuration's)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per (case, method); the fastest is reported")
+    ap.add_argument("--preset", default="default", help="with --real: the preset our methods run (default: the defaults)")
     ap.add_argument("--out", default="runs/bench")
     args = ap.parse_args()
     from real_pairs import REAL_CASES
@@ -158,14 +162,17 @@ def main() -> None:
 
     from rdmm_pipelines.provenance import versions
 
-    meta = {"date": datetime.date.today().isoformat(), "mode": mode, "threads": args.threads, "steps": args.steps, "repeat": args.repeat,
+    if args.preset != "default" and not args.real:
+        ap.error("--preset needs --real")
+    meta = {"date": datetime.date.today().isoformat(), "mode": mode, "preset": args.preset, "threads": args.threads,
+            "steps": args.steps, "repeat": args.repeat,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "versions": versions(), "torch_threads_default": torch.get_num_threads(),
             "command": " ".join([Path(sys.executable).name, *sys.argv])}
     records = []
     for case in cases:
         for method in args.methods:
-            rec = run_best(case, method, mode, args.threads, data, work, args.steps, args.repeat)
+            rec = run_best(case, method, mode, args.threads, data, work, args.steps, args.repeat, args.preset)
             records.append(rec)
             msg = rec.get("error", "").strip().splitlines()[-1:] if "error" in rec else None
             print(f"{case:10s} {method:18s} " + (f"FAILED {msg}" if msg is not None else

@@ -23,8 +23,10 @@ __all__ = ["PRESETS", "get_preset", "default", "synthetic_predefined", "syntheti
            "markdown_table"]
 
 
-#: the brain preset's iterations per scale, coarse to fine (measured: docs/benchmarks.md)
-BRAIN_ITERATIONS = (30, 30, 10)
+#: the brain preset's iterations per scale, coarse to fine, and its L-BFGS preconditioner floor
+#: (measured: docs/benchmarks.md, "The brain preset")
+BRAIN_ITERATIONS = (30, 30, 5)
+BRAIN_PRECONDITIONER_FLOOR = 1e-3
 
 #: histogram bins of the multi-modal preset's mutual information (measured: docs/benchmarks.md)
 MULTIMODAL_BINS = 64
@@ -95,12 +97,14 @@ def knee_optimized(model: str = "rdmm") -> RegistrationConfig:
 
 
 def brain(model: str = "rdmm") -> RegistrationConfig:
-    """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel with at most
-    30/30/10 iterations (the finest scale costs most). On the two 2 mm template pairs LDDMM's NCC
-    was above ANTs SyN's on both at about 2x SyN's time, where the defaults took about 5x then
-    (4.4x since the faster kernels; docs/benchmarks.md, "The brain preset")."""
+    """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel, L-BFGS
+    preconditioned by the metric (floor 1e-3) and at most 30/30/5 iterations (the finest scale
+    costs most; preconditioned, the coarser scales get most of the way). On the two 2 mm template
+    pairs LDDMM's NCC was above ANTs SyN's and the defaults' at about 2x SyN's time, where the
+    defaults take about 4.4x (docs/benchmarks.md, "The brain preset")."""
     cfg = default(model)
-    return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS))
+    return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS,
+                                                       preconditioner_floor=BRAIN_PRECONDITIONER_FLOOR))
 
 
 def multimodal(model: str = "rdmm") -> RegistrationConfig:
@@ -170,6 +174,8 @@ def markdown_table(model: str = "rdmm") -> str:
         iters = "/".join(str(i) for i in cfg.optimizer.iterations)
         if cfg.optimizer.window:
             iters += " (stops at convergence)"
+        if cfg.optimizer.preconditioner_floor > 0:
+            iters += f"; preconditioned (floor {cfg.optimizer.preconditioner_floor:g})"
         sim = cfg.similarity.name + (f" ({cfg.similarity.bins} bins)" if cfg.similarity.name == "mi" else "")
         sim += f"; affine {cfg.affine.similarity}"
         rows.append(f"| `{name}` | {sig} | {weights} | {sim} | {iters} | {cfg.integrator.steps} | {describe(name)} |")

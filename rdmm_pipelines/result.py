@@ -112,7 +112,9 @@ class RegistrationResult:
         step_difference: max |phi_n - phi_2n| in map voxels (the time-discretisation check).
         shot_steps, shot_cfl: time steps of the final shot (they follow the flow) and its largest
             Courant number dt max sum_k |v_k| / h_k.
-        scales: per scale of the optimiser, its shapes, iterations, evaluations, seconds and why it stopped.
+        scales: per scale of the optimiser, its shapes, iterations, evaluations, seconds, why it stopped,
+            whether its time steps were checkpointed, what its first evaluation kept for backward and
+            what the previous scale predicted it would (MiB).
         deterministic: run on one thread with torch's deterministic algorithms (bit-identical reruns).
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """

@@ -65,8 +65,9 @@ def _set(params: Sequence[Tensor], x0: Tensor, t: float, d: Tensor) -> None:
             k += n
 
 
-def _direction(g: Tensor, s_hist: list[Tensor], y_hist: list[Tensor], gamma: float) -> Tensor:
-    """-H g by the two-loop recursion with H0 = gamma I."""
+def _direction(g: Tensor, s_hist: list[Tensor], y_hist: list[Tensor], gamma: float,
+               precondition: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """-H g by the two-loop recursion with H0 = gamma P (P = I without ``precondition``)."""
     q = g.neg()
     rho = [1.0 / float(y.dot(s)) for s, y in zip(s_hist, y_hist)]
     alpha = []
@@ -74,7 +75,7 @@ def _direction(g: Tensor, s_hist: list[Tensor], y_hist: list[Tensor], gamma: flo
         a = r * float(s.dot(q))
         alpha.append(a)
         q.add_(y, alpha=-a)
-    q.mul_(gamma)
+    q = q.mul_(gamma) if precondition is None else precondition(q).mul_(gamma)
     for s, y, r, a in zip(s_hist, y_hist, rho, reversed(alpha)):
         b = r * float(y.dot(q))
         q.add_(s, alpha=a - b)
@@ -110,6 +111,7 @@ def minimize(
     window: int = 0,
     relative_decrease: float = 0.0,
     relative_gradient: float = 0.0,
+    precondition: Callable[[Tensor], Tensor] | None = None,
 ) -> LbfgsResult:
     """Minimise by L-BFGS, changing ``params`` in place.
 
@@ -169,9 +171,10 @@ def minimize(
             reason = "gradient below tolerance"
             break
         if gamma is None:
-            d, t = g.neg(), step * min(1.0, 1.0 / max(float(g.abs().sum()), 1e-300))
+            d = g.neg() if precondition is None else precondition(g).neg_()
+            t = step * min(1.0, 1.0 / max(float(d.abs().sum()), 1e-300))
         else:
-            d, t = _direction(g, s_hist, y_hist, gamma), step
+            d, t = _direction(g, s_hist, y_hist, gamma, precondition), step
         gtd = float(g.dot(d))
         if not gtd < 0:  # not a descent direction: forget the curvature pairs, go downhill
             s_hist.clear()
@@ -204,7 +207,7 @@ def minimize(
                 y_hist.pop(0)
             s_hist.append(s)
             y_hist.append(y)
-            gamma = sy / float(y.dot(y))
+            gamma = sy / float(y.dot(y if precondition is None else precondition(y)))
         x, f_old, f, g = x + s, f, f_new, g_new
         it += 1
         if abs(f - f_old) < change_tolerance or float(s.abs().max()) <= change_tolerance:

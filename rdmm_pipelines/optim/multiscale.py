@@ -9,6 +9,7 @@ values unchanged (the kernels are normalised, so a momentum density keeps its me
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -21,12 +22,14 @@ from torch import Tensor
 from ..config import RegistrationConfig
 from ..core.interpolation import resize_field, sample
 from ..integrators import ShootingError, ShotInfo, integrate
+from ..memory import CheckpointPlanner, SavedTensorMeter
 from ..metric import inner_product
 from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
 from ..similarity import make_similarity
 from .initial import InitialConditions
 from .lbfgs import minimize
+from .precondition import metric_preconditioner
 from .penalties import omt_penalty, penalty_weights, range_penalty
 from .preweights import (
     constant_preweights,
@@ -68,7 +71,9 @@ class OptimizationResult:
     evaluations: objective + gradient evaluations over all scales; step_difference: max
     |phi_n - phi_2n| in map voxels (the time-discretisation check), None if not applicable;
     shot_steps, shot_cfl: time steps of the final shot and its largest Courant number;
-    scales: per scale, its image and map shapes, iterations, evaluations, seconds and why it stopped.
+    scales: per scale, its image and map shapes, iterations, evaluations, seconds, why it stopped,
+        whether its time steps were checkpointed, what its first evaluation kept for backward and what
+        the previous scale predicted it would (MiB).
     """
 
     m0: Tensor
@@ -130,6 +135,10 @@ class _IterationTracker:
         with torch.no_grad():  # the line search may end on a worse or non-finite point
             for p, good in zip(self.params, self.best_params):
                 p.copy_(good)
+
+
+def _mib(n: int | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
 
 
 def _shape_at(shape: Sequence[int], factor: float, minimum: int) -> tuple[int, ...]:
@@ -203,6 +212,10 @@ def optimize(
     evaluations = 0
     per_scale: list[dict] = []
     t_start = time.perf_counter()
+    ic = cfg.integrator
+    fixed_steps = ic.method in ("euler", "midpoint", "rk4")  # adaptive solvers are never checkpointed
+    planner = CheckpointPlanner(ic.checkpointed if fixed_steps else False, ic.steps, ic.max_cfl or None,
+                                target.device)
     finest_h = max(_spacing_for(plan[-1][1], shape, spacing))
     narrowest = min(cfg.kernel.sigmas) * sigma_scale
     if narrowest < 1.5 * finest_h:
@@ -227,6 +240,12 @@ def optimize(
                               "iterations": 0, "max_iterations": iters, "evaluations": 0, "seconds": 0.0,
                               "stopped": "no voxel inside the masks at this scale"})
             iters = 0
+        checkpointed, memory_note = planner.decide(map_shape, img_shape, map_h)
+        predicted_mib = _mib(planner.prediction)
+        if memory_note is not None:
+            log.info(memory_note)
+            notes.append(memory_note)
+        shoot_opts = dict(ic.options(), checkpointed=checkpointed)
         sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window,
                               bins=cfg.similarity.bins)
         model = build_model(cfg, map_h, sigma_scale)
@@ -256,11 +275,15 @@ def optimize(
             return (omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum(),
                     range_penalty(w0, h_init, map_h).sum())
 
-        def objective(T_now: int) -> dict[str, Tensor]:
+        def objective(T_now: int, shooting_meter: SavedTensorMeter | None = None,
+                      shot: ShotInfo | None = None) -> dict[str, Tensor]:
+            """The energies (the shooting's saved tensors counted by ``shooting_meter``, its
+            steps recorded in ``shot``)."""
             h0 = preweights()
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
-            state1 = integrate(model, state0, **cfg.integrator.options())
+            with shooting_meter or contextlib.nullcontext():
+                state1 = integrate(model, state0, **shoot_opts, info=shot)
             warped = sample(src, resize_field(state1.phi, img_shape), img_h)
             weight = tgt_w
             if source_mask is not None:
@@ -288,7 +311,13 @@ def optimize(
             # schedule's T follows the iteration.
             where = f"scale {_s} ({map_shape} map), iteration {k} of {_iters}"
             try:
-                e = objective(tracker.first_T + max(k - 1, 0))
+                if k == 0:  # what this scale keeps for backward: the planner's measure for the next
+                    shooting, shot = SavedTensorMeter(), ShotInfo()
+                    with SavedTensorMeter() as rest:  # the shooting's own meter takes over inside it
+                        e = objective(tracker.first_T, shooting, shot)
+                    planner.observe(shooting.bytes, rest.bytes, shot.steps, shot.max_cfl, map_shape, img_shape, map_h)
+                else:
+                    e = objective(tracker.first_T + max(k - 1, 0))
                 e["total"].backward()
                 finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
                 if not finite:
@@ -316,12 +345,17 @@ def optimize(
 
         o = cfg.optimizer
         t_scale = time.perf_counter()
+        precond = (metric_preconditioner(map_shape, map_h, model.metric.sigmas, cfg.kernel.normalized_weights,
+                                         o.preconditioner_floor, target.dtype, target.device)
+                   if o.preconditioner_floor > 0 else None)
         run = minimize(evaluate, params, max_iter=iters, history=o.history, max_evals=iters * o.max_evals,
                        gamma=gamma, shift=penalty_shift, window=o.window, relative_decrease=o.tolerance,
-                       relative_gradient=o.gradient_tolerance)
+                       relative_gradient=o.gradient_tolerance, precondition=precond)
         per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
                           "iterations": run.iterations, "max_iterations": iters, "evaluations": run.evaluations,
-                          "seconds": time.perf_counter() - t_scale, "stopped": run.reason})
+                          "seconds": time.perf_counter() - t_scale, "stopped": run.reason,
+                          "checkpointed": checkpointed, "backward_memory_mib": _mib(planner.kept_bytes),
+                          "predicted_backward_memory_mib": predicted_mib})
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
         tracker.finish()
@@ -336,7 +370,6 @@ def optimize(
     with torch.no_grad():
         h0 = preweights()
         state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
-        ic = cfg.integrator
         shot = ShotInfo()
         try:
             state1 = integrate(model, state0, **ic.options(), info=shot)

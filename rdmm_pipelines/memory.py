@@ -1,0 +1,152 @@
+"""Memory of an objective evaluation: what autograd keeps for the backward pass, what is free, and
+what the next, finer scale will need.
+
+An evaluation of the shooting objective keeps, for its backward pass, every Runge-Kutta stage of
+every time step on the map grid, plus the similarity's tensors on the image grid. At the finest
+scale of a 1 mm brain that is 14 GB for LDDMM and about twice that for RDMM (docs/benchmarks.md),
+more than many machines have. The optimiser measures what the first evaluation of each scale kept
+(:class:`SavedTensorMeter`), predicts the next scale's need from the grids' sizes and the time
+steps (:func:`predicted_bytes`), and checkpoints the time steps there (recomputed in the backward
+pass: about 2.5x less memory for 1.4-1.5x the time) when the prediction does not fit in the memory
+that is free (:func:`available_bytes`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from torch import Tensor
+
+__all__ = ["CheckpointPlanner", "SavedTensorMeter", "available_bytes", "predicted_bytes", "FREE_FRACTION"]
+
+#: a scale is checkpointed when its predicted need exceeds this fraction of the free memory
+FREE_FRACTION = 0.7
+
+
+class SavedTensorMeter:
+    """Counts the bytes of the tensors autograd saves for backward inside a ``with`` block.
+
+    Each storage is counted once (a tensor and its views share one), at its full size. Tensors
+    a custom ``autograd.Function`` keeps as plain attributes of its context are not seen, nor
+    those saved inside a checkpointed region (they are recomputed, not kept).
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: set[tuple[int, str]] = set()
+        self._hooks: torch.autograd.graph.saved_tensors_hooks | None = None
+
+    def _pack(self, t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), str(t.device))
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += storage.nbytes()
+        return t
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._hooks is not None
+        self._hooks.__exit__(kind, err, tb)
+        self._hooks = None
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int | None:
+    """Memory free for new tensors on ``device``: on CUDA the driver's free memory plus what
+    torch's allocator holds unused; on CPU the kernel's MemAvailable (Linux); None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type != "cpu":
+        return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def predicted_bytes(shooting: int, similarity: int, steps: int, courant: float, map_ratio: float, image_ratio: float,
+                    refinement: float, min_steps: int, max_cfl: float | None) -> int:
+    """What one evaluation of the next scale keeps, from what this scale's first one kept.
+
+    Args:
+        shooting: bytes kept by the shooting (map grid) on this scale, over ``steps`` time steps.
+        similarity: bytes kept after the shooting (the map upsampled, the image warped, the
+            similarity: image grid).
+        steps, courant: this scale's time steps and largest Courant number.
+        map_ratio, image_ratio: voxels of the next scale's map and image grids over this one's.
+        refinement: the largest ratio of this map grid's spacing to the next one's (a velocity of
+            so many voxels here is ``refinement`` times as many there).
+        min_steps, max_cfl: the integrator's minimum steps and Courant limit (None: fixed steps).
+
+    Returns:
+        shooting * map_ratio * (next steps / steps) + similarity * image_ratio, with the next
+        steps ``max(min_steps, ceil(courant * steps * refinement / max_cfl))`` (the same speed in
+        voxels of the finer grid), or ``min_steps`` without a Courant limit.
+    """
+    if max_cfl is None:
+        next_steps = min_steps
+    else:
+        next_steps = max(min_steps, math.ceil(courant * steps * refinement / max_cfl - 1e-9))
+    return int(shooting * map_ratio * next_steps / max(steps, 1) + similarity * image_ratio)
+
+
+class CheckpointPlanner:
+    """Decides per scale whether to checkpoint the time steps (``integrator.checkpointed``).
+
+    ``setting`` True or False applies to every scale. With "auto", the first scale runs
+    unchecked; the first evaluation of every scale is measured (:meth:`observe`), and the next
+    scale is checkpointed when :func:`predicted_bytes` of it exceeds :data:`FREE_FRACTION` of
+    :func:`available_bytes`. Once a scale is checkpointed the finer ones are too (a checkpointed
+    evaluation keeps less, so it would predict too little).
+    """
+
+    def __init__(self, setting: bool | str, min_steps: int, max_cfl: float | None, device: torch.device) -> None:
+        self.setting, self.min_steps, self.max_cfl, self.device = setting, min_steps, max_cfl, device
+        self._last: dict | None = None
+        self._on = setting is True
+        self.prediction: int | None = None
+
+    def decide(self, map_shape: tuple[int, ...], image_shape: tuple[int, ...],
+               map_spacing: tuple[float, ...]) -> tuple[bool, str | None]:
+        """(checkpoint this scale, a note for the record or None), before the scale starts;
+        :attr:`prediction` holds the predicted bytes (None before any measurement)."""
+        self.prediction = None
+        if self._last is not None:
+            last = self._last
+            self.prediction = predicted_bytes(
+                last["shooting"], last["similarity"], last["steps"], last["courant"],
+                math.prod(map_shape) / math.prod(last["map_shape"]),
+                math.prod(image_shape) / math.prod(last["image_shape"]),
+                max(a / b for a, b in zip(last["map_spacing"], map_spacing)), self.min_steps, self.max_cfl)
+        if self.setting != "auto" or self._on or self.prediction is None:
+            return self._on, None
+        free = available_bytes(self.device)
+        if free is None or self.prediction <= FREE_FRACTION * free:
+            return False, None
+        self._on = True
+        return True, (f"time steps checkpointed from the {'x'.join(map(str, map_shape))} map on: an evaluation "
+                      f"would keep about {self.prediction / 2**30:.1f} GiB for its backward pass, with "
+                      f"{free / 2**30:.1f} GiB free (recomputed instead: about 1.4-1.5x the time)")
+
+    @property
+    def kept_bytes(self) -> int | None:
+        """What the last measured evaluation kept for its backward pass (bytes), or None."""
+        return None if self._last is None else self._last["shooting"] + self._last["similarity"]
+
+    def observe(self, shooting: int, similarity: int, steps: int, courant: float, map_shape: tuple[int, ...],
+                image_shape: tuple[int, ...], map_spacing: tuple[float, ...]) -> None:
+        """What the first evaluation of a scale kept: bytes of the shooting and of the rest."""
+        self._last = {"shooting": shooting, "similarity": similarity, "steps": steps, "courant": courant,
+                      "map_shape": map_shape, "image_shape": image_shape, "map_spacing": map_spacing}
