@@ -90,7 +90,8 @@ def run_ours(case: str, method: str, files: dict[str, Path], work: Path, mode: s
     return {"seconds": seconds, "iterations": iterations, "evaluations": result.evaluations,
             "step_difference_map_voxels": result.step_difference, "timings": result.timings,
             "seconds_per_iteration": result.timings.get("optimize", seconds) / max(iterations, 1),
-            "displacement": str(disp), "threads": torch.get_num_threads()}
+            "displacement": str(disp), "threads": torch.get_num_threads(),
+            "scales": result.scales, "shot_steps": result.shot_steps, "warnings": list(result.warnings)}
 
 
 def run_peer(method: str, files: dict[str, Path], work: Path, threads: int) -> dict:
