@@ -319,6 +319,8 @@ class OptimizerConfig(_Config):
     preconditioner_floor: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.preconditioner_floor, bool):
+            raise ConfigError(f"optimizer.preconditioner_floor must be a number; got {self.preconditioner_floor!r}")
         _positive("optimizer.preconditioner_floor", self.preconditioner_floor, allow_zero=True)
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 0:
             raise ConfigError(f"optimizer.window must be a non-negative integer (0: no early stop); got {self.window!r}")

@@ -60,19 +60,61 @@ class SavedTensorMeter:
 
 def available_bytes(device: torch.device | str = "cpu") -> int | None:
     """Memory free for new tensors on ``device``: on CUDA the driver's free memory plus what
-    torch's allocator holds unused; on CPU the kernel's MemAvailable (Linux); None if unknown."""
+    torch's allocator holds unused; on CPU the kernel's MemAvailable (Linux), or less where the
+    process's control group (a container, a SLURM job) allows less; None if unknown."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     if device.type != "cpu":
         return None
+    free = _meminfo_available()
+    limit = _cgroup_headroom()
+    if free is None or limit is None:
+        return free if limit is None else limit
+    return min(free, limit)
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (v2) means no limit
+
+
+def _cgroup_headroom(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """limit - usage of this process's memory control group (v2: memory.max - memory.current;
+    v1: memory.limit_in_bytes - memory.usage_in_bytes), or None without a limit."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":  # v2 unified hierarchy
+            base = root / rel.lstrip("/")
+            limit, usage = _read_int(base / "memory.max"), _read_int(base / "memory.current")
+        elif "memory" in controllers.split(","):
+            base = root / "memory" / rel.lstrip("/")
+            limit, usage = _read_int(base / "memory.limit_in_bytes"), _read_int(base / "memory.usage_in_bytes")
+        else:
+            continue
+        if limit is not None and usage is not None and limit < 2**60:  # v1 reports "no limit" as ~2^63
+            return max(limit - usage, 0)
     return None
 
 

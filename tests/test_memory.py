@@ -100,3 +100,22 @@ def test_short_of_memory_the_finer_scales_are_checkpointed_with_the_same_result(
     never = register(fixed, moving, device="cpu",
                      config=cfg.replace(integrator=cfg.integrator.replace(checkpointed=False)))
     assert [s["checkpointed"] for s in never.scales] == [False, False]
+
+
+def test_a_control_group_limit_caps_the_free_memory(tmp_path):
+    """Inside a container or a SLURM job the limit, not the machine, decides (v2 and v1 layouts)."""
+    v2 = tmp_path / "v2"
+    (v2 / "job").mkdir(parents=True)
+    (v2 / "job" / "memory.max").write_text("8000000000\n")
+    (v2 / "job" / "memory.current").write_text("3000000000\n")
+    (tmp_path / "v2.cgroup").write_text("0::/job\n")
+    assert memory._cgroup_headroom(v2, tmp_path / "v2.cgroup") == 5_000_000_000
+    (v2 / "job" / "memory.max").write_text("max\n")
+    assert memory._cgroup_headroom(v2, tmp_path / "v2.cgroup") is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "slurm" / "job_7").mkdir(parents=True)
+    (v1 / "memory" / "slurm" / "job_7" / "memory.limit_in_bytes").write_text("4000000000\n")
+    (v1 / "memory" / "slurm" / "job_7" / "memory.usage_in_bytes").write_text("1000000000\n")
+    (tmp_path / "v1.cgroup").write_text("5:cpu,cpuacct:/slurm\n4:memory:/slurm/job_7\n")
+    assert memory._cgroup_headroom(v1, tmp_path / "v1.cgroup") == 3_000_000_000
+    assert memory._cgroup_headroom(v1, tmp_path / "missing") is None

@@ -8,7 +8,7 @@ import torch
 
 from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, register
 from rdmm_pipelines.config import ConfigError
-from rdmm_pipelines.core.gaussian import gaussian_filter, gaussian_mixture
+from rdmm_pipelines.core.gaussian import gaussian_filter, gaussian_mixture, gaussian_taps
 from rdmm_pipelines.core.interpolation import identity_map, sample_voxel
 from rdmm_pipelines.optim.lbfgs import minimize
 from rdmm_pipelines.optim.precondition import metric_preconditioner
@@ -30,9 +30,18 @@ def test_symmetric_positive_definite_and_keeps_constants():
     assert float(x.dot(P(x))) > 0
     ones = torch.ones(n, dtype=D)
     assert torch.allclose(P(ones), ones, atol=1e-12)
-    # the finest oscillation (frequency 1 / 2h on both axes) is an eigenvector: gain (1 + eps) / (K^ + eps)
+    # the finest oscillation (-1)^(i + j) is an eigenvector: gain (1 + eps) / (K^ + eps) with K^ the
+    # transfer of the very taps the kernel applies, sum_j g_j (-1)^j per axis (not the continuous
+    # Gaussian's, which differs by up to 2x for Gaussians about a voxel wide)
     checker = torch.tensor([(-1.0) ** (i + j) for i in range(SHAPE[0]) for j in range(SHAPE[1])], dtype=D).repeat(2)
-    k_hat = sum(w * math.exp(-0.5 * (2 * math.pi * s / (2 * h)) ** 2 * 2) for s, w, h in zip(SIGMAS, WEIGHTS, SPACING))
+
+    def nyquist(n, h, s):
+        g = gaussian_taps(n, h, s)
+        r = (g.numel() - 1) // 2
+        return float((g * torch.tensor([(-1.0) ** j for j in range(-r, r + 1)], dtype=D)).sum())
+
+    k_hat = max(0.0, sum(w * nyquist(SHAPE[0], SPACING[0], s) * nyquist(SHAPE[1], SPACING[1], s)
+                         for s, w in zip(SIGMAS, WEIGHTS)))
     assert torch.allclose(P(checker), checker * (1 + 1e-3) / (k_hat + 1e-3), rtol=1e-9)
 
 
@@ -81,6 +90,8 @@ def test_the_floor_is_validated():
         OptimizerConfig(preconditioner_floor=-1e-3)
     with pytest.raises(ConfigError, match="optimizer.preconditioner_floor"):
         OptimizerConfig(preconditioner_floor=float("nan"))
+    with pytest.raises(ConfigError, match="optimizer.preconditioner_floor"):
+        OptimizerConfig(preconditioner_floor=True)
     assert OptimizerConfig().preconditioner_floor == 0.0  # plain L-BFGS unless asked (2D folds: docs/benchmarks.md)
 
 

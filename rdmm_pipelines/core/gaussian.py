@@ -37,6 +37,7 @@ from .linear import apply_linear
 
 __all__ = [
     "MATMUL_MAX_AXIS",
+    "gaussian_taps",
     "gaussian_filter",
     "gaussian_filter_each",
     "gaussian_mixture",
@@ -73,8 +74,10 @@ def padded_shape(shape: Sequence[int], spacing: Sequence[float], sigmas: Sequenc
 MATMUL_MAX_AXIS = 256
 
 
-def _taps(n: int, h: float, sigma: float) -> Tensor:
-    """The sampled, sum-normalised 1D Gaussian g(-r), ..., g(r) of an axis of n samples (float64)."""
+def gaussian_taps(n: int, h: float, sigma: float) -> Tensor:
+    """The sampled, sum-normalised 1D Gaussian g(-r), ..., g(r) of an axis of n samples of spacing
+    h, truncated at r = min(4 sigma / h, n - 1) samples: (2r + 1,) float64. Every operator of this
+    module applies these taps."""
     r = _radius(n, h, sigma)
     offsets = torch.arange(-r, r + 1, dtype=torch.float64)
     g = torch.exp(-0.5 * (offsets * h / sigma) ** 2) if sigma > 0 else (offsets == 0).double()
@@ -83,7 +86,7 @@ def _taps(n: int, h: float, sigma: float) -> Tensor:
 
 def _kernel_1d(n: int, size: int, h: float, sigma: float, dtype: torch.dtype) -> Tensor:
     """Sampled, sum-normalised 1D Gaussian laid out circularly on ``size`` samples."""
-    g = _taps(n, h, sigma)
+    g = gaussian_taps(n, h, sigma)
     r = (g.numel() - 1) // 2
     k = torch.zeros(size, dtype=torch.float64)
     k[torch.arange(-r, r + 1) % size] = g
@@ -92,7 +95,7 @@ def _kernel_1d(n: int, size: int, h: float, sigma: float, dtype: torch.dtype) ->
 
 def _toeplitz(n: int, h: float, sigma: float) -> Tensor:
     """(n, n) float64 matrix of the linear convolution along one axis: M[i, j] = g(i - j)."""
-    g = _taps(n, h, sigma)
+    g = gaussian_taps(n, h, sigma)
     r = (g.numel() - 1) // 2
     i = torch.arange(n)
     offset = i.view(-1, 1) - i.view(1, -1)

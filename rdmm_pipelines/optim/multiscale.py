@@ -238,7 +238,8 @@ def optimize(
             notes.append(msg)
             per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
                               "iterations": 0, "max_iterations": iters, "evaluations": 0, "seconds": 0.0,
-                              "stopped": "no voxel inside the masks at this scale"})
+                              "stopped": "no voxel inside the masks at this scale", "checkpointed": False,
+                              "backward_memory_mib": None, "predicted_backward_memory_mib": None})
             iters = 0
         checkpointed, memory_note = planner.decide(map_shape, img_shape, map_h)
         predicted_mib = _mib(planner.prediction)
@@ -315,7 +316,9 @@ def optimize(
                     shooting, shot = SavedTensorMeter(), ShotInfo()
                     with SavedTensorMeter() as rest:  # the shooting's own meter takes over inside it
                         e = objective(tracker.first_T, shooting, shot)
-                    planner.observe(shooting.bytes, rest.bytes, shot.steps, shot.max_cfl, map_shape, img_shape, map_h)
+                    if fixed_steps:  # adaptive solvers report no steps (and are never checkpointed)
+                        planner.observe(shooting.bytes, rest.bytes, shot.steps, shot.max_cfl, map_shape, img_shape,
+                                        map_h)
                 else:
                     e = objective(tracker.first_T + max(k - 1, 0))
                 e["total"].backward()
