@@ -7,33 +7,35 @@ import torch
 from rdmm_pipelines import Grid, Image, OptimizerConfig, get_preset, register
 from rdmm_pipelines import memory
 from rdmm_pipelines.config import ConfigError, IntegratorConfig
-from rdmm_pipelines.memory import CheckpointPlanner, SavedTensorMeter, available_bytes, predicted_bytes
+from rdmm_pipelines.memory import CheckpointPlanner, available_bytes, predicted_bytes, saved_storages
 
 
-def test_the_meter_counts_each_saved_storage_once():
+def test_the_graph_walk_counts_each_saved_storage_once():
     x = torch.randn(1000, requires_grad=True)
-    with SavedTensorMeter() as m:
-        y = (x * x).sum()  # mul saves x twice: one storage
-    assert m.bytes == x.untyped_storage().nbytes() == 4000
-    with SavedTensorMeter() as m2:
-        z = torch.exp(x)  # exp saves its output
-        w = (z * 2.0).sum()  # a product by a number saves nothing
-    assert m2.bytes == 4000
-    y.backward()
-    w.backward()
-    with torch.no_grad(), SavedTensorMeter() as m3:
-        torch.exp(x)
-    assert m3.bytes == 0
+    y = (x * x).sum()  # mul saves x twice: one storage
+    assert sum(saved_storages([y]).values()) == x.untyped_storage().nbytes() == 4000
+    z = torch.exp(x)  # exp saves its output
+    w = (z * 3.0).sum()  # a product by a number saves only the (0-dim) number
+    assert 4000 <= sum(saved_storages([w]).values()) <= 4008
+    assert saved_storages([z.detach()]) == {}
+    # what the shooting keeps, apart from what the rest of an objective keeps on top of it
+    a = torch.exp(x)
+    b = torch.exp(a) * a
+    inner, whole = saved_storages([b]), saved_storages([(b * b).sum()])
+    assert sum(inner.values()) == 2 * 4000  # a (saved by exp and by the product: one storage) and exp(a)
+    assert sum(v for k, v in whole.items() if k not in inner) == 4000  # b, saved by b * b
 
 
-def test_hooks_nest_so_an_inner_meter_takes_its_block():
-    x = torch.randn(500, requires_grad=True)
-    with SavedTensorMeter() as outer:
-        a = torch.exp(x)
-        with SavedTensorMeter() as inner:
-            b = torch.exp(a) * a
-    assert inner.bytes == 2 * 2000 and outer.bytes == 2000  # inner: a and exp(a); outer: a (exp's output)
-    (b.sum()).backward()
+def test_custom_functions_are_read_too():
+    """The EPDiff node (a custom autograd Function) keeps m and v; a linear operator keeps nothing."""
+    from rdmm_pipelines.core.linear import apply_linear
+    from rdmm_pipelines.models.transport import epdiff
+
+    m = torch.randn(1, 2, 8, 8, requires_grad=True)
+    v = torch.randn(1, 2, 8, 8, requires_grad=True)
+    kept = saved_storages([epdiff(m, v, (1.0, 1.0))])
+    assert {(m.untyped_storage().data_ptr(), "cpu"), (v.untyped_storage().data_ptr(), "cpu")} <= set(kept)
+    assert saved_storages([apply_linear(m, lambda t: 2.0 * t)]) == {}
 
 
 def test_the_prediction_scales_the_grids_and_the_steps():

@@ -9,7 +9,6 @@ values unchanged (the kernels are normalised, so a momentum density keeps its me
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -22,7 +21,7 @@ from torch import Tensor
 from ..config import RegistrationConfig
 from ..core.interpolation import resize_field, sample
 from ..integrators import ShootingError, ShotInfo, integrate
-from ..memory import CheckpointPlanner, SavedTensorMeter
+from ..memory import CheckpointPlanner, saved_storages
 from ..metric import inner_product
 from ..models.build import build_model
 from ..models.shooting import RDMM, ShootingModel
@@ -247,6 +246,7 @@ def optimize(
             log.info(memory_note)
             notes.append(memory_note)
         shoot_opts = dict(ic.options(), checkpointed=checkpointed)
+        kept: dict[str, int] = {}  # what this scale's first evaluation kept for backward (not when checkpointed)
         sim = make_similarity(cfg.similarity.name, img_shape, sigma=cfg.similarity.sigma, window=cfg.similarity.window,
                               bins=cfg.similarity.bins)
         model = build_model(cfg, map_h, sigma_scale)
@@ -276,15 +276,12 @@ def optimize(
             return (omt_penalty(w0, model.metric.sigmas, cfg.regional.omt_power, map_h).sum(),
                     range_penalty(w0, h_init, map_h).sum())
 
-        def objective(T_now: int, shooting_meter: SavedTensorMeter | None = None,
-                      shot: ShotInfo | None = None) -> dict[str, Tensor]:
-            """The energies (the shooting's saved tensors counted by ``shooting_meter``, its
-            steps recorded in ``shot``)."""
+        def objective(T_now: int, shot: ShotInfo | None = None) -> dict[str, Tensor]:
+            """The energies ("state1": the shot state too, and its steps in ``shot``, when given)."""
             h0 = preweights()
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
-            with shooting_meter or contextlib.nullcontext():
-                state1 = integrate(model, state0, **shoot_opts, info=shot)
+            state1 = integrate(model, state0, **shoot_opts, info=shot)
             warped = sample(src, resize_field(state1.phi, img_shape), img_h)
             weight = tgt_w
             if source_mask is not None:
@@ -298,7 +295,8 @@ def optimize(
                 raw_omt, raw_range = penalties(h0)
                 omt, rng = lam_omt * raw_omt, lam_range * raw_range
             total = similarity + regularity + omt + rng
-            return {"total": total, "similarity": similarity, "regularity": regularity, "omt": omt, "range": rng}
+            out = {"total": total, "similarity": similarity, "regularity": regularity, "omt": omt, "range": rng}
+            return out if shot is None else {**out, "state1": state1}
 
         if iters == 0:
             continue
@@ -312,13 +310,14 @@ def optimize(
             # schedule's T follows the iteration.
             where = f"scale {_s} ({map_shape} map), iteration {k} of {_iters}"
             try:
-                if k == 0:  # what this scale keeps for backward: the planner's measure for the next
-                    shooting, shot = SavedTensorMeter(), ShotInfo()
-                    with SavedTensorMeter() as rest:  # the shooting's own meter takes over inside it
-                        e = objective(tracker.first_T, shooting, shot)
-                    if fixed_steps:  # adaptive solvers report no steps (and are never checkpointed)
-                        planner.observe(shooting.bytes, rest.bytes, shot.steps, shot.max_cfl, map_shape, img_shape,
-                                        map_h)
+                if k == 0 and fixed_steps and not checkpointed:  # what this scale keeps for backward:
+                    shot = ShotInfo()                                 # the planner's measure for the next
+                    e = objective(tracker.first_T, shot)
+                    shooting = saved_storages([x for x in e.pop("state1") if x.grad_fn is not None])
+                    rest = sum(b for key, b in saved_storages([e["total"]]).items() if key not in shooting)
+                    planner.observe(sum(shooting.values()), rest, shot.steps, shot.max_cfl, map_shape, img_shape,
+                                    map_h)
+                    kept["bytes"] = sum(shooting.values()) + rest
                 else:
                     e = objective(tracker.first_T + max(k - 1, 0))
                 e["total"].backward()
@@ -357,7 +356,7 @@ def optimize(
         per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
                           "iterations": run.iterations, "max_iterations": iters, "evaluations": run.evaluations,
                           "seconds": time.perf_counter() - t_scale, "stopped": run.reason,
-                          "checkpointed": checkpointed, "backward_memory_mib": _mib(planner.kept_bytes),
+                          "checkpointed": checkpointed, "backward_memory_mib": _mib(kept.get("bytes")),
                           "predicted_backward_memory_mib": predicted_mib})
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
