@@ -221,7 +221,7 @@ class IntegratorConfig(_Config):
     ``checkpointed`` (fixed-step methods): true recomputes each time step in the backward pass
     instead of keeping its stages (about 2.5x less memory for 1.4-1.5x the time); "auto" (the
     default) does so at a scale when what the previous scale's evaluations kept, scaled to this
-    one, would exceed 45 % of the free memory (the backward pass's buffers come on top;
+    one, would exceed 40 % of the free memory (the backward pass's buffers come on top;
     :mod:`rdmm_pipelines.memory`; registration.json records each scale's choice); false never.
 
     ``step_check`` (fixed-step methods): after the optimisation, shoot the result again with twice

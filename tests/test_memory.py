@@ -68,7 +68,7 @@ def test_the_planner_checkpoints_only_what_would_not_fit(monkeypatch):
     plan = CheckpointPlanner("auto", 5, 1.0, torch.device("cpu"))
     assert plan.decide((8, 8), (16, 16), (0.1, 0.1)) == (False, None)  # nothing measured yet
     plan.observe(1000, 100, 5, 0.5, (8, 8), (16, 16), (0.1, 0.1))
-    assert plan.decide((8, 8), (16, 16), (0.1, 0.1))[0] is False  # 1100 of 4500
+    assert plan.decide((8, 8), (16, 16), (0.1, 0.1))[0] is False  # 1100 of 4000
     on, note = plan.decide((32, 32), (64, 64), (0.025, 0.025))  # 16x the voxels, 10 steps: 33 600
     assert on and "checkpointed" in note and "GiB" in note
     assert plan.decide((8, 8), (16, 16), (0.1, 0.1))[0] is True  # stays on
