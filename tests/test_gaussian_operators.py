@@ -52,6 +52,32 @@ def test_matrix_path_is_used_below_the_limit_and_fft_above(monkeypatch):
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("shape", [(17, 30), (1, 25), (9, 11, 14), (6, 1, 13)])
+@pytest.mark.parametrize("slices", [1, 3])
+def test_batched_gaussians_equal_one_at_a_time(monkeypatch, shape, slices):
+    """All Gaussians in shared products (small fields) give exactly what one Gaussian at a time
+    gives (large fields), also for one input shared by every Gaussian and a batch of two."""
+    g = torch.Generator().manual_seed(5)
+    spacing = tuple(0.9 / (n - 1) if n > 1 else 1.0 for n in shape)
+    sigmas = (0.04, 0.11, 0.5)
+    x = torch.randn((2, slices, len(shape)) + shape, generator=g, dtype=D)
+    batched = []
+    real = G._convolve_matrices_each
+    monkeypatch.setattr(G, "_convolve_matrices_each", lambda *a, **k: batched.append(1) or real(*a, **k))
+    def both():
+        return (G.gaussian_filter_each(x.expand(2, 3, *x.shape[2:]), spacing, sigmas),
+                G.gaussian_filter(x[:, 0], spacing, sigmas))
+
+    together = both()
+    assert batched == [1, 1]
+    monkeypatch.setattr(G, "BATCHED_MAX_BYTES", 0)
+    apart = both()
+    assert batched == [1, 1]
+    for p, q in zip(together, apart):
+        assert p.shape == q.shape == (2, 3, len(shape)) + shape
+        assert torch.equal(p, q)
+
+
 def test_matrix_filter_is_linear_symmetric_and_does_not_wrap():
     shape, spacing = (24, 20, 16), (1 / 23, 1 / 19, 1 / 15)
     e = torch.zeros((1, 1) + shape, dtype=D)

@@ -140,6 +140,64 @@ def _convolve_matrices(x: Tensor, matrices: Sequence[Tensor | None], d: int) -> 
     return x
 
 
+@functools.lru_cache(maxsize=64)
+def _stacked_axis_matrices(
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    sigmas: tuple[float, ...],
+    dtype: torch.dtype,
+    device: str,
+) -> tuple[Tensor | None, ...]:
+    """Per axis, the N convolution matrices of the Gaussians stacked, (N, n_k, n_k) (None: axis of length 1)."""
+    per = [_axis_matrices(shape, spacing, s, dtype, device) for s in sigmas]
+    return tuple(None if m[0] is None else torch.stack(m) for m in zip(*per))
+
+
+#: largest field (bytes, all Gaussians together) filtered by the batched products; larger fields go
+#: one Gaussian at a time, whose passes stay in the 2 MB L2 cache (5 x 3 channels at 40x48x56, 6.4
+#: MB: 13.7 ms one at a time against 21 ms batched; 0.61 MB at 80x192: 1.06 against 0.93 ms)
+BATCHED_MAX_BYTES = 2 ** 21
+
+
+def _fits_batched(x: Tensor, n_gaussians: int, d: int) -> bool:
+    lines = x.numel() // max(x.shape[x.dim() - d - 2], 1)
+    return lines * n_gaussians * x.element_size() <= BATCHED_MAX_BYTES
+
+
+def _convolve_matrices_each(x: Tensor, stacks: Sequence[Tensor | None], d: int) -> Tensor:
+    """(..., N', C, *S) -> (..., N, C, *S): slice i convolved with Gaussian i, all N at once.
+
+    ``stacks[k]`` is (N, n_k, n_k); N' is N or 1 (one input for every Gaussian). The Gaussians
+    share each product: the last axis is one batched product ``(N, R, n) @ (N, n, n)``, the first
+    axis ``(N, 1, n_0, n_0) @ (N, A, n_0, P)`` (A the leading lines, P the other axes), a middle
+    axis of a 3D grid one product per Gaussian. The same products as one Gaussian at a time
+    (identical results), a fifth of the calls for RDMM's five (-36 % at 40x96, -13 % at 80x192
+    for 5 x 2 channels, 1 thread).
+    """
+    n_g = next(m.shape[0] for m in stacks if m is not None) if any(m is not None for m in stacks) else 1
+    axis = x.dim() - d - 2
+    xt = x.movedim(axis, 0)
+    if xt.shape[0] != n_g:
+        xt = xt.expand(n_g, *xt.shape[1:])
+    shape = xt.shape
+    y = xt.contiguous()
+    for k in range(d - 1, -1, -1):
+        M = stacks[k]
+        if M is None:
+            continue
+        n = shape[k - d]
+        after = math.prod(shape[k - d + 1:])
+        if k == d - 1:
+            y = torch.bmm(y.reshape(n_g, -1, n), M)
+        elif k == 0:
+            y = torch.matmul(M.unsqueeze(1), y.reshape(n_g, -1, n, after))
+        else:
+            lines = y.reshape(n_g, -1, n, after)
+            y = torch.stack([torch.matmul(M[i], lines[i]) for i in range(n_g)])
+        y = y.reshape(shape)
+    return y.movedim(0, axis)
+
+
 @functools.lru_cache(maxsize=128)
 def _transfer(
     shape: tuple[int, ...],
@@ -249,6 +307,9 @@ def _filter_each(x: Tensor, spacing: Sequence[float], sigmas: Sequence[float]) -
     passes no longer fit the 2 MB L2 cache, and the narrow Gaussians pay the widest's padding).
     """
     d = len(spacing)
+    if len(sigmas) > 1 and _uses_matrices(x.shape[-d:]) and _fits_batched(x, len(sigmas), d):
+        shape, spacing_, sigmas_, dtype, device = _key(x, spacing, sigmas)
+        return _convolve_matrices_each(x, _stacked_axis_matrices(shape, spacing_, sigmas_, dtype, device), d)
     if len(sigmas) == 1:
         if _uses_matrices(x.shape[-d:]):
             shape, spacing_, _, dtype, device = _key(x, spacing, sigmas)
