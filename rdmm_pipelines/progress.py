@@ -175,8 +175,8 @@ def plan_stages(shape: Sequence[int], cfg: RegistrationConfig, affine: bool | No
     d = len(shape)
     stages: list[Stage] = []
     if cfg.affine.enabled if affine is None else affine:
-        for factor, iters in zip(cfg.affine.scales, cfg.affine.iterations):
-            if iters > 0:
+        for factor, iters in zip(cfg.affine.scale_plan(shape), cfg.affine.iterations):
+            if factor > 0:
                 level = _coarse_shape(shape, float(factor), cfg.affine.min_size)
                 stages.append(Stage("affine", float(factor), int(iters), _affine_cost(math.prod(level), d)))
     finest = 0.0

@@ -23,7 +23,9 @@ The estimated transform maps FIXED world points to MOVING world points (see
   skew matrix, w in radians). A parameter change of 0.01 thus moves the fixed box's far corner by
   about 1% of its half-size whatever the image's size, spacing or world position, so one L-BFGS
   setting fits all images. 2D images (in an axial plane) get 6 affine parameters, 3D 12.
-* **Scales**: at each scale factor ``f`` the fixed image is smoothed (Gaussian, sigma
+* **Scales**: each scale factor is lowered so that its grid keeps within ``config.max_voxels``
+  (a scale the limit makes equal to the previous one is skipped: ``AffineConfig.scale_plan``);
+  at each scale factor ``f`` the fixed image is smoothed (Gaussian, sigma
   ``sqrt(f^-2 - 1) / 2`` of its voxels) and resampled to ``fixed_grid.resized(round(f n))``; the
   moving image is smoothed to the same physical resolution and sampled, at every evaluation,
   through world space at ``inv(A_moving) A A_fixed_coarse`` applied to the coarse voxel indices
@@ -101,6 +103,7 @@ class AffineResult:
             (after initialisation) and for the result.
         initial_transform: the initialisation (centre of mass / geometric centre / identity).
         iterations_per_scale: iterations run at each scale.
+        scales: the factor each configured scale ran at (``AffineConfig.scale_plan``; 0: skipped).
         records: per-iteration details (scale, loss, time).
         warnings: anything suspicious (non-finite loss, a near-singular or flipping result).
     """
@@ -112,6 +115,7 @@ class AffineResult:
     final_loss: float
     initial_transform: AffineTransform | None = None
     iterations_per_scale: tuple[int, ...] = ()
+    scales: tuple[float, ...] = ()
     records: tuple[AffineIterationRecord, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -125,6 +129,7 @@ class AffineResult:
             "final_loss": self.final_loss,
             "seconds": self.seconds,
             "iterations_per_scale": list(self.iterations_per_scale),
+            "scales": list(self.scales),
             "history": list(self.history),
             "warnings": list(self.warnings),
         }
@@ -374,8 +379,8 @@ def affine_register(
     per_scale: list[int] = []
     total_budget = sum(config.iterations)
     gamma: float | None = None
-    for factor, iters in zip(config.scales, config.iterations):
-        if iters == 0:
+    for factor, iters in zip(config.scale_plan(fixed.grid.shape), config.iterations):
+        if factor == 0.0:  # no iterations, or the same grid as the previous scale (max_voxels)
             per_scale.append(0)
             continue
         level = full if factor >= 1.0 else _Level(fixed_n, moving_n, factor, config, fmask, mmask)
@@ -436,6 +441,7 @@ def affine_register(
         final_loss=final_loss,
         initial_transform=init,
         iterations_per_scale=tuple(per_scale),
+        scales=config.scale_plan(fixed.grid.shape),
         records=tuple(records),
         warnings=tuple(dict.fromkeys(notes)),
     )
