@@ -305,6 +305,12 @@ class OptimizerConfig(_Config):
             is gamma (1 + eps) (K + eps)^-1 on the momentum (K the kernel's mixture, periodic;
             :mod:`rdmm_pipelines.optim.precondition`), so the steps approach the metric's own
             gradient; 0 is plain L-BFGS (H0 = gamma I, the paper's optimiser).
+        reject_folds: a trial point of the line search whose map (on the image grid of the scale,
+            the grid the result is written on at the finest) has more folded cells than the best
+            point of the scale so far is rejected like a failed shot (the search steps back).
+            The continuous flow is a diffeomorphism; the sampled map can still fold where the
+            optimiser drives a compression finer than a cell (docs/numerics.md), and this keeps it
+            from getting there. A scale that starts folded keeps at most its starting count.
     """
 
     scales: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -317,8 +323,11 @@ class OptimizerConfig(_Config):
     tolerance: float = 1e-3
     gradient_tolerance: float = 1e-3
     preconditioner_floor: float = 0.0
+    reject_folds: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reject_folds, bool):
+            raise ConfigError(f"optimizer.reject_folds must be true or false; got {self.reject_folds!r}")
         if isinstance(self.preconditioner_floor, bool):
             raise ConfigError(f"optimizer.preconditioner_floor must be a number; got {self.preconditioner_floor!r}")
         _positive("optimizer.preconditioner_floor", self.preconditioner_floor, allow_zero=True)

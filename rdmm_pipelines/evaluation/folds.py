@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.cells import folded_cell_mask
 from ..core.differences import jacobian_determinant
 from ..core.shapes import broadcast_or_raise
 from ..spatial import Grid
@@ -106,22 +107,6 @@ def _check_map(moving_voxels: Tensor, fixed_grid: Grid, moving_grid: Grid) -> No
         )
 
 
-def _determinant_of_columns(columns: list[Tensor]) -> Tensor:
-    """det of the d x d matrices whose column k is ``columns[k]`` (each (B, d, *C)) -> (B, *C)."""
-    d = len(columns)
-    if d == 1:
-        return columns[0][:, 0]
-    if d == 2:
-        a, b = columns
-        return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    if d == 3:
-        a, b, c = columns
-        return (a[:, 0] * (b[:, 1] * c[:, 2] - b[:, 2] * c[:, 1])
-                - a[:, 1] * (b[:, 0] * c[:, 2] - b[:, 2] * c[:, 0])
-                + a[:, 2] * (b[:, 0] * c[:, 1] - b[:, 1] * c[:, 0]))
-    return torch.linalg.det(torch.stack(columns, dim=-1).movedim(1, -2))
-
-
 def folded_cells(
     moving_voxels: Tensor,
     fixed_grid: Grid | None = None,
@@ -171,24 +156,7 @@ def folded_cells(
     spatial = tuple(moving_voxels.shape[2:])
     if len(spatial) != d:
         raise ValueError(f"moving_voxels shape {tuple(moving_voxels.shape)} must be (B, d, *S) with len(S) == d")
-    cells_shape = tuple(max(n - 1, 0) for n in spatial)
-    folded = torch.zeros((moving_voxels.shape[0], *cells_shape), dtype=torch.bool, device=moving_voxels.device)
-    if folded.numel() == 0:
-        return folded
-    v = moving_voxels.detach().to(torch.float64)
-    # edges[k]: V(i + e_k) - V(i), (B, d, *S) with n_k - 1 along axis k
-    edges = [torch.diff(v, dim=2 + k) for k in range(d)]
-    for corner in itertools.product((0, 1), repeat=d):
-        columns = []
-        for k in range(d):
-            col = edges[k]
-            for j in range(d):
-                if j != k:
-                    col = col.narrow(2 + j, corner[j], cells_shape[j])
-            columns.append(col)
-        det = _determinant_of_columns(columns)
-        folded |= ~(sign * det > 0)
-    return folded
+    return folded_cell_mask(moving_voxels.detach().to(torch.float64), sign)
 
 
 def fold_statistics(

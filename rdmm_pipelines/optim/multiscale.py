@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..config import RegistrationConfig
+from ..core.cells import folded_cell_mask
 from ..core.interpolation import resize_field, sample
 from ..integrators import ShootingError, ShotInfo, integrate
 from ..memory import CheckpointPlanner, saved_storages
@@ -100,10 +101,12 @@ class _IterationTracker:
         self.best: dict[str, float] | None = None
         self.best_params = [p.detach().clone() for p in params]
         self.best_total = math.inf
+        self.best_folds = 0  # folded cells of the best point (optimizer.reject_folds)
         self.iterations = 0
         self.non_finite = False
+        self.rejected_folds = 0  # trial points rejected for folding more cells than the best
 
-    def observe(self, n_iter: int, energies: dict[str, Tensor]) -> None:
+    def observe(self, n_iter: int, energies: dict[str, Tensor], folds: int = 0) -> None:
         if n_iter != self.current:
             self._emit()
             self.current = n_iter
@@ -115,6 +118,7 @@ class _IterationTracker:
             self.best = values
         if values["total"] < self.best_total:
             self.best_total = values["total"]
+            self.best_folds = folds
             self.best_params = [p.detach().clone() for p in self.params]
 
     def _emit(self) -> None:
@@ -238,7 +242,8 @@ def optimize(
             per_scale.append({"scale": s, "image_shape": list(img_shape), "map_shape": list(map_shape),
                               "iterations": 0, "max_iterations": iters, "evaluations": 0, "seconds": 0.0,
                               "stopped": "no voxel inside the masks at this scale", "checkpointed": False,
-                              "backward_memory_mib": None, "predicted_backward_memory_mib": None})
+                              "backward_memory_mib": None, "predicted_backward_memory_mib": None,
+                              "rejected_folding_trials": 0, "folded_cells": None})
             iters = 0
         checkpointed, memory_note = planner.decide(map_shape, img_shape, map_h)
         predicted_mib = _mib(planner.prediction)
@@ -282,7 +287,12 @@ def optimize(
             state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
             regularity = cfg.regularity_weight * 0.5 * inner_product(m0, model.initial_velocity(state0), map_h).sum()
             state1 = integrate(model, state0, **shoot_opts, info=shot)
-            warped = sample(src, resize_field(state1.phi, img_shape), img_h)
+            phi_img = resize_field(state1.phi, img_shape)
+            if cfg.optimizer.reject_folds:  # before anything else is computed: a rejected trial stops here
+                folds = int(folded_cell_mask(phi_img.detach()).sum())
+                if folds > limit["folds"]:
+                    raise _Folded(folds)
+            warped = sample(src, phi_img, img_h)
             weight = tgt_w
             if source_mask is not None:
                 warped, moved_mask = warped[:, :-1], warped[:, -1:]
@@ -296,6 +306,8 @@ def optimize(
                 omt, rng = lam_omt * raw_omt, lam_range * raw_range
             total = similarity + regularity + omt + rng
             out = {"total": total, "similarity": similarity, "regularity": regularity, "omt": omt, "range": rng}
+            if cfg.optimizer.reject_folds:
+                limit["seen"] = folds
             return out if shot is None else {**out, "state1": state1}
 
         if iters == 0:
@@ -305,10 +317,13 @@ def optimize(
         if gamma is not None:  # the Hessian of a grid integral scales with the cell volume
             gamma *= n_params / gamma_params
 
+        limit = {"folds": math.inf, "seen": 0}  # reject_folds: the most folded cells a trial may have
+
         def evaluate(k: int, _s=s, _iters=iters) -> Tensor:
             # k = 0 for the first evaluation, j during iteration j's line search; the
             # schedule's T follows the iteration.
             where = f"scale {_s} ({map_shape} map), iteration {k} of {_iters}"
+            limit["folds"] = math.inf if k == 0 else tracker.best_folds
             try:
                 if k == 0 and fixed_steps and not checkpointed:  # what this scale keeps for backward:
                     shot = ShotInfo()                                 # the planner's measure for the next
@@ -324,14 +339,15 @@ def optimize(
                 finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
                 if not finite:
                     raise ShootingError("the gradient is not finite")
-            except ShootingError as err:
+            except (ShootingError, _Folded) as err:
                 if k == 0:  # the starting point of a scale: nothing to fall back on
                     raise ShootingError(f"{where}: {err}") from None
                 log.debug("%s: trial point rejected (%s)", where, err)
+                tracker.rejected_folds += isinstance(err, _Folded)
                 for p in params:
                     p.grad = None
                 return torch.tensor(math.inf, dtype=target.dtype)  # the line search steps back
-            tracker.observe(k, e)
+            tracker.observe(k, e, limit["seen"])
             return e["total"]
 
         def penalty_shift(k: int) -> float:
@@ -357,7 +373,9 @@ def optimize(
                           "iterations": run.iterations, "max_iterations": iters, "evaluations": run.evaluations,
                           "seconds": time.perf_counter() - t_scale, "stopped": run.reason,
                           "checkpointed": checkpointed, "backward_memory_mib": _mib(kept.get("bytes")),
-                          "predicted_backward_memory_mib": predicted_mib})
+                          "predicted_backward_memory_mib": predicted_mib,
+                          "rejected_folding_trials": tracker.rejected_folds, "folded_cells": tracker.best_folds
+                          if cfg.optimizer.reject_folds else None})
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
         tracker.finish()
@@ -390,6 +408,13 @@ def optimize(
                               spacing=map_h, model=model, history=history, warnings=notes,
                               evaluations=evaluations, step_difference=step_check,
                               shot_steps=shot.steps or None, shot_cfl=shot.max_cfl or None, scales=per_scale)
+
+
+class _Folded(Exception):
+    """A trial point whose map folds more cells than the best point so far (optimizer.reject_folds)."""
+
+    def __init__(self, folds: int) -> None:
+        super().__init__(f"its map folds {folds} cells, more than the best point so far")
 
 
 #: map voxels; above this the time-step check warns. Half a map voxel (one image voxel with the
