@@ -100,9 +100,9 @@ def brain(model: str = "rdmm") -> RegistrationConfig:
     """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel, L-BFGS
     preconditioned by the metric (floor 1e-3) and at most 30/30/5 iterations (the finest scale
     costs most; preconditioned, the coarser scales get most of the way). On the two 2 mm template
-    pairs LDDMM's NCC was above ANTs SyN's and the defaults' at 1.7-1.8x SyN's time (the defaults:
-    4.1-4.5x), RDMM at 4.1-4.2x; at 1 mm LDDMM at 4x with 6 folded cells of 6.9 million
-    (docs/benchmarks.md, "L-BFGS preconditioned by the metric")."""
+    pairs LDDMM's NCC was above ANTs SyN's and the defaults' at 1.5-1.7x SyN's time (the defaults:
+    4.1-4.6x), RDMM at 3.7-4.2x; at 1 mm LDDMM at 4.5x with no folded cell, NCC above SyN's
+    (docs/benchmarks.md, "Folds rejected, a smaller affine")."""
     cfg = default(model)
     return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS,
                                                        preconditioner_floor=BRAIN_PRECONDITIONER_FLOOR))

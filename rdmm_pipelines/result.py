@@ -114,7 +114,8 @@ class RegistrationResult:
             Courant number dt max sum_k |v_k| / h_k.
         scales: per scale of the optimiser, its shapes, iterations, evaluations, seconds, why it stopped,
             whether its time steps were checkpointed, what its first evaluation kept for backward and
-            what the previous scale predicted it would (MiB).
+            what the previous scale predicted it would (MiB), and (``optimizer.reject_folds``) the
+            line-search trials rejected for folding and the folded cells of the point kept.
         deterministic: run on one thread with torch's deterministic algorithms (bit-identical reruns).
         timings: seconds per stage. device: the device used. warnings: problems met on the way.
     """
