@@ -5,7 +5,7 @@
 
 For each real pair (``real_pairs.py``) and each cap (0: no limit, every level at its factor), one
 ``affine_register`` with the default settings otherwise, one after the other in this process:
-prints the levels it ran (``AffineConfig.scale_plan``), the iterations, the seconds, the NCC loss
+prints the levels it ran (``rdmm_pipelines.affine.pyramid.level_factors``), the iterations, the seconds, the NCC loss
 at full resolution of the result and how far the result's matrix is from the uncapped one's (the
 largest entry difference; the translation column in mm).
 """

@@ -365,12 +365,10 @@ class AffineConfig(_Config):
         dof: "affine" (12 parameters in 3D, 6 in 2D), "similarity" (rotation, isotropic scaling,
             translation) or "rigid" (rotation, translation).
         min_size: no axis of a coarse image is smaller than this many voxels (or its full size).
-        max_voxels: no scale's fixed grid has more than about this many voxels (0: no limit): a finer scale
-            runs on the largest grid within it, and a scale that the limit makes equal to the
-            previous one is skipped. Twelve parameters need no millions of samples: on the 3D
-            brain pairs, 2 mm and 1 mm, the deformable result is unchanged (NCC 0.8556 both ways
-            at 2 mm) and the affine stage takes 0.9 s instead of 3.1 s at 2 mm, 6.4 s instead of
-            35 s at 1 mm (docs/benchmarks.md). The default, 2^18 (64^3), leaves 2D images whole.
+        max_voxels: no scale's fixed grid has more than about this many voxels (0: no limit); see
+            :func:`rdmm_pipelines.affine.pyramid.level_factors`. 2^18 (64^3) leaves 2D images whole
+            and takes a 3D brain's affine from 3.1 to 1.0 s at 2 mm, 35 to 6.7 s at 1 mm
+            (docs/benchmarks.md).
         percentiles: intensity percentiles (%) mapped to 0 and 1 (then clamped) in both images,
             the paper's (0.1, 99.9) by default. (0, 100) scales without clamping: better for
             sparse images whose fields of view differ a lot, where the 99.9th percentile of each
@@ -444,24 +442,6 @@ class AffineConfig(_Config):
             raise ConfigError(
                 f"affine.percentiles must be two numbers 0 <= lower < upper <= 100; got {p!r}"
             )
-
-    def scale_plan(self, shape: tuple[int, ...]) -> tuple[float, ...]:
-        """The scale factor each of ``scales`` runs at on a fixed grid of ``shape``: the factor,
-        lowered so that the grid keeps within ``max_voxels``; 0.0 for a scale skipped because the
-        limit makes it equal to the previous one (or because it has no iterations)."""
-        voxels = math.prod(int(n) for n in shape)
-        dims = sum(1 for n in shape if n > 1) or 1
-        cap = 1.0  # the largest factor within max_voxels, to three decimals (down)
-        if self.max_voxels and voxels > self.max_voxels:
-            cap = math.floor(1000.0 * (self.max_voxels / voxels) ** (1.0 / dims)) / 1000.0
-        plan: list[float] = []
-        last = None
-        for factor, iters in zip(self.scales, self.iterations):
-            f = min(float(factor), cap)
-            plan.append(0.0 if iters == 0 or f == last else f)
-            if iters:
-                last = f
-        return tuple(plan)
 
     def num_parameters(self, ndim: int) -> int:
         """Number of estimated parameters for ``ndim``-D images."""

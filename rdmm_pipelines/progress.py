@@ -166,7 +166,7 @@ def plan_stages(shape: Sequence[int], cfg: RegistrationConfig, affine: bool | No
         The affine levels, the deformable scales (levels and scales with no iterations left out),
         then the final shot.
     """
-    from .affine.pyramid import _coarse_shape
+    from .affine.pyramid import _coarse_shape, level_factors
     from .optim.multiscale import scale_shapes
 
     shape = tuple(int(n) for n in shape)
@@ -175,7 +175,7 @@ def plan_stages(shape: Sequence[int], cfg: RegistrationConfig, affine: bool | No
     d = len(shape)
     stages: list[Stage] = []
     if cfg.affine.enabled if affine is None else affine:
-        for factor, iters in zip(cfg.affine.scale_plan(shape), cfg.affine.iterations):
+        for factor, iters in zip(level_factors(cfg.affine, shape), cfg.affine.iterations):
             if factor > 0:
                 level = _coarse_shape(shape, float(factor), cfg.affine.min_size)
                 stages.append(Stage("affine", float(factor), int(iters), _affine_cost(math.prod(level), d)))

@@ -24,7 +24,7 @@ The estimated transform maps FIXED world points to MOVING world points (see
   about 1% of its half-size whatever the image's size, spacing or world position, so one L-BFGS
   setting fits all images. 2D images (in an axial plane) get 6 affine parameters, 3D 12.
 * **Scales**: each scale factor is lowered so that its grid keeps within ``config.max_voxels``
-  (a scale the limit makes equal to the previous one is skipped: ``AffineConfig.scale_plan``);
+  (a scale the limit makes equal to the previous one is skipped: ``affine.pyramid.level_factors``);
   at each scale factor ``f`` the fixed image is smoothed (Gaussian, sigma
   ``sqrt(f^-2 - 1) / 2`` of its voxels) and resampled to ``fixed_grid.resized(round(f n))``; the
   moving image is smoothed to the same physical resolution and sampled, at every evaluation,
@@ -60,6 +60,7 @@ from .pyramid import (
     MIN_OVERLAP,
     NO_OVERLAP_LOSS,
     _Level,
+    level_factors,
     overlap_similarity,
 )
 from .transform import AffineTransform
@@ -103,7 +104,7 @@ class AffineResult:
             (after initialisation) and for the result.
         initial_transform: the initialisation (centre of mass / geometric centre / identity).
         iterations_per_scale: iterations run at each scale.
-        scales: the factor each configured scale ran at (``AffineConfig.scale_plan``; 0: skipped).
+        scales: the factor each configured scale ran at (``affine.pyramid.level_factors``; 0: skipped).
         records: per-iteration details (scale, loss, time).
         warnings: anything suspicious (non-finite loss, a near-singular or flipping result).
     """
@@ -379,7 +380,8 @@ def affine_register(
     per_scale: list[int] = []
     total_budget = sum(config.iterations)
     gamma: float | None = None
-    for factor, iters in zip(config.scale_plan(fixed.grid.shape), config.iterations):
+    plan = level_factors(config, fixed.grid.shape)
+    for factor, iters in zip(plan, config.iterations):
         if factor == 0.0:  # no iterations, or the same grid as the previous scale (max_voxels)
             per_scale.append(0)
             continue
@@ -441,7 +443,7 @@ def affine_register(
         final_loss=final_loss,
         initial_transform=init,
         iterations_per_scale=tuple(per_scale),
-        scales=config.scale_plan(fixed.grid.shape),
+        scales=plan,
         records=tuple(records),
         warnings=tuple(dict.fromkeys(notes)),
     )

@@ -105,6 +105,29 @@ def _coarse_shape(shape: tuple[int, ...], factor: float, minimum: int) -> tuple[
     return tuple(n if n == 1 else max(min(minimum, n), int(round(factor * n))) for n in shape)
 
 
+def level_factors(config: AffineConfig, shape: tuple[int, ...]) -> tuple[float, ...]:
+    """The scale factor each of ``config.scales`` runs at on a fixed grid of ``shape``.
+
+    A factor is lowered so that the level's grid keeps within ``config.max_voxels`` (the largest
+    factor within it, to three decimals, down): twelve parameters need no millions of samples.
+    0.0 marks a level skipped, because it has no iterations or because the limit makes it equal to
+    the previous one.
+    """
+    voxels = math.prod(int(n) for n in shape)
+    dims = sum(1 for n in shape if n > 1) or 1
+    cap = 1.0
+    if config.max_voxels and voxels > config.max_voxels:
+        cap = math.floor(1000.0 * (config.max_voxels / voxels) ** (1.0 / dims)) / 1000.0
+    plan: list[float] = []
+    last = None
+    for factor, iters in zip(config.scales, config.iterations):
+        f = min(float(factor), cap)
+        plan.append(0.0 if iters == 0 or f == last else f)
+        if iters:
+            last = f
+    return tuple(plan)
+
+
 # ------------------------------------------------------------------------------ the registration
 class _Level:
     """Images and constants of one scale: the loss as a function of the world matrix."""
