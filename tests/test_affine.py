@@ -270,6 +270,7 @@ def test_config_validation():
     for bad_cap in (-1, 1.5, True, "big"):
         with pytest.raises(ConfigError, match="max_voxels"):
             AffineConfig(max_voxels=bad_cap)
+    assert AffineConfig(dof="rigid").num_parameters(3) == 6
 
 
 def test_constant_image_is_a_clear_error():

@@ -30,8 +30,8 @@ MODELS = ("vsvf", "lddmm", "rdmm")
 def test_the_plan_weights_the_finest_scale_by_its_cost():
     stages = plan_stages((80, 96, 112), get_preset("default", "lddmm"))
     assert [s.kind for s in stages] == ["affine"] * 3 + ["deformable"] * 3 + ["final"]
-    # the affine's finest level keeps within affine.max_voxels (2^18): 0.672 of 80x96x112
-    assert [s.label for s in stages] == ["affine 0.25", "affine 0.5", "affine 0.672", "scale 0.25", "scale 0.5",
+    # the affine's finest level keeps within affine.max_voxels (2^18): 0.671 of 80x96x112
+    assert [s.label for s in stages] == ["affine 0.25", "affine 0.5", "affine 0.671", "scale 0.25", "scale 0.5",
                                          "scale 1", "final shot"]
     coarse, mid, fine = stages[3:6]
     assert coarse.iterations == mid.iterations == fine.iterations == 30

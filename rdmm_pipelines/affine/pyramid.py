@@ -108,23 +108,29 @@ def _coarse_shape(shape: tuple[int, ...], factor: float, minimum: int) -> tuple[
 def level_factors(config: AffineConfig, shape: tuple[int, ...]) -> tuple[float, ...]:
     """The scale factor each of ``config.scales`` runs at on a fixed grid of ``shape``.
 
-    A factor is lowered so that the level's grid keeps within ``config.max_voxels`` (the largest
-    factor within it, to three decimals, down): twelve parameters need no millions of samples.
-    0.0 marks a level skipped, because it has no iterations or because the limit makes it equal to
-    the previous one.
+    A factor is lowered, in steps of 0.001 (not below 0.001), until the level's grid (with the
+    ``min_size`` floor of short axes) keeps within ``config.max_voxels``: twelve parameters need no
+    millions of samples. 0.0 marks a level skipped, because it has no iterations or because its
+    grid would repeat the previous level's.
     """
-    voxels = math.prod(int(n) for n in shape)
-    dims = sum(1 for n in shape if n > 1) or 1
-    cap = 1.0
-    if config.max_voxels and voxels > config.max_voxels:
-        cap = math.floor(1000.0 * (config.max_voxels / voxels) ** (1.0 / dims)) / 1000.0
+    shape = tuple(int(n) for n in shape)
+
+    def voxels(f: float) -> int:
+        return math.prod(_coarse_shape(shape, f, config.min_size))
+
     plan: list[float] = []
     last = None
     for factor, iters in zip(config.scales, config.iterations):
-        f = min(float(factor), cap)
-        plan.append(0.0 if iters == 0 or f == last else f)
+        f = float(factor)
+        if config.max_voxels and voxels(f) > config.max_voxels:
+            f = math.floor(1000.0 * min(f, (config.max_voxels / math.prod(shape)) ** (1.0 / len(shape)) + 0.05)) / 1000.0
+            while f > 0.001 and voxels(f) > config.max_voxels:
+                f = round(f - 0.001, 3)
+            f = max(f, 0.001)
+        grid = _coarse_shape(shape, f, config.min_size)
+        plan.append(0.0 if iters == 0 or grid == last else f)
         if iters:
-            last = f
+            last = grid
     return tuple(plan)
 
 

@@ -56,12 +56,15 @@ def corner_determinants(points: Tensor):
         yield determinant_of_columns(columns)
 
 
-def folded_cell_mask(points: Tensor, sign: float = 1.0) -> Tensor:
+def folded_cell_mask(points: Tensor, sign: float = 1.0, margin: float = 0.0) -> Tensor:
     """Which cells of the sampled map ``points`` fold (module doc), computed in its dtype.
 
     Args:
         points: (B, d, *S) with len(S) == d: the map's value (a point, d coordinates) per node.
         sign: +1, or -1 when the map is meant to reverse orientation (mirrored grids).
+        margin: a cell also counts when a corner determinant is at most ``margin`` (in the
+            points' units: a fraction of the cell volume times that volume); > 0 leaves room for
+            rounding, so that a cell the test passes is not folded in other coordinates.
 
     Returns:
         (B, n_0 - 1, ..., n_{d-1} - 1) bool (an axis with a single node gives zero cells).
@@ -73,6 +76,6 @@ def folded_cell_mask(points: Tensor, sign: float = 1.0) -> Tensor:
     smallest = None  # the smallest signed corner determinant per cell (NaN propagates: folded)
     for det in corner_determinants(points):
         if sign < 0:
-            det = det.neg_()
+            det = -det  # not in place: in 1D the determinant is a view of the edges
         smallest = det if smallest is None else torch.minimum(smallest, det)
-    return ~(smallest > 0)
+    return ~(smallest > margin)

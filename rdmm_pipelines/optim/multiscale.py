@@ -202,6 +202,7 @@ def optimize(
     optimise_h = cfg.model == "rdmm" and cfg.regional.source == "optimized"
     m0 = z = None
     T = 0
+    prev_folds: int | None = None  # folded cells the previous scale ended with (reject_folds)
     if initial is not None:  # resampled onto the first scale's map grid below, as between scales
         m0 = initial.m0.detach().to(dtype=target.dtype, device=target.device).clone()  # never the caller's tensor
         if optimise_h and initial.h0 is not None:
@@ -243,7 +244,7 @@ def optimize(
                               "iterations": 0, "max_iterations": iters, "evaluations": 0, "seconds": 0.0,
                               "stopped": "no voxel inside the masks at this scale", "checkpointed": False,
                               "backward_memory_mib": None, "predicted_backward_memory_mib": None,
-                              "rejected_folding_trials": 0, "folded_cells": None})
+                              "rejected_folding_trials": 0, "folded_cells": None, "start_momentum_scaled": 1.0})
             iters = 0
         checkpointed, memory_note = planner.decide(map_shape, img_shape, map_h)
         predicted_mib = _mib(planner.prediction)
@@ -289,7 +290,7 @@ def optimize(
             state1 = integrate(model, state0, **shoot_opts, info=shot)
             phi_img = resize_field(state1.phi, img_shape)
             if cfg.optimizer.reject_folds:  # before anything else is computed: a rejected trial stops here
-                folds = int(folded_cell_mask(phi_img.detach()).sum())
+                folds = _count_folds(phi_img, img_h)
                 if folds > limit["folds"]:
                     raise _Folded(folds)
             warped = sample(src, phi_img, img_h)
@@ -318,6 +319,30 @@ def optimize(
             gamma *= n_params / gamma_params
 
         limit = {"folds": math.inf, "seen": 0}  # reject_folds: the most folded cells a trial may have
+        start_scaled = 1.0
+        if cfg.optimizer.reject_folds and prev_folds is not None:
+            # the coarser scale's momentum, shot on this finer map, is another discrete flow and can
+            # fold cells the coarser grid did not have: shorten it until it folds no more
+            def start_folds() -> float:
+                with torch.no_grad():
+                    h0 = preweights()
+                    state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
+                    try:
+                        phi = integrate(model, state0, **shoot_opts).phi
+                    except ShootingError:
+                        return math.inf
+                    return _count_folds(resize_field(phi, img_shape), img_h)
+
+            for _ in range(START_HALVINGS):
+                if start_folds() <= prev_folds:
+                    break
+                with torch.no_grad():
+                    m0.mul_(0.5)
+                start_scaled *= 0.5
+            if start_scaled < 1.0:
+                msg = (f"scale {s}: the momentum carried from the coarser scale folded cells of this scale's grid; "
+                       f"it starts at {start_scaled:g} of it")
+                log.info(msg)
 
         def evaluate(k: int, _s=s, _iters=iters) -> Tensor:
             # k = 0 for the first evaluation, j during iteration j's line search; the
@@ -375,7 +400,7 @@ def optimize(
                           "checkpointed": checkpointed, "backward_memory_mib": _mib(kept.get("bytes")),
                           "predicted_backward_memory_mib": predicted_mib,
                           "rejected_folding_trials": tracker.rejected_folds, "folded_cells": tracker.best_folds
-                          if cfg.optimizer.reject_folds else None})
+                          if cfg.optimizer.reject_folds else None, "start_momentum_scaled": start_scaled})
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
         tracker.finish()
@@ -384,6 +409,7 @@ def optimize(
             log.warning(msg)
             notes.append(msg)
         T = tracker.first_T + tracker.iterations
+        prev_folds = tracker.best_folds
         log.info("scale %s (image %s, map %s): energy %.6g after %d of %d iterations (%s)", s, img_shape,
                  map_shape, history[-1].total if history else float("nan"), run.iterations, iters, run.reason)
 
@@ -408,6 +434,19 @@ def optimize(
                               spacing=map_h, model=model, history=history, warnings=notes,
                               evaluations=evaluations, step_difference=step_check,
                               shot_steps=shot.steps or None, shot_cfl=shot.max_cfl or None, scales=per_scale)
+
+
+#: the smallest corner determinant a cell must keep, as a fraction of its volume, to count as
+#: unfolded in the optimiser (reject_folds): room for float32 rounding, so that a map the optimiser
+#: passes is not folded when written in voxel units through other headers
+FOLD_MARGIN = 1e-3
+#: reject_folds: at most this many halvings of the momentum carried to a finer scale
+START_HALVINGS = 5
+
+
+def _count_folds(phi: Tensor, spacing: Sequence[float]) -> int:
+    """Folded cells of the map ``phi`` (1, d, *S) on a grid of ``spacing``, with :data:`FOLD_MARGIN`."""
+    return int(folded_cell_mask(phi.detach(), margin=FOLD_MARGIN * math.prod(spacing)).sum())
 
 
 class _Folded(Exception):
