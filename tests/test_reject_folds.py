@@ -3,6 +3,7 @@ best point so far, so a registration that folds without it does not fold with it
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from rdmm_pipelines.core.cells import folded_cell_mask
 from rdmm_pipelines.evaluation import folded_cells
 from rdmm_pipelines.presets import get_preset
 from rdmm_pipelines.registration import register
+from rdmm_pipelines.spatial import Grid, Image
 
 
 def test_the_cell_test_is_the_evaluations_in_any_dtype():
@@ -69,3 +71,41 @@ def test_a_registration_that_folds_does_not_when_folds_are_rejected():
     gain_free = before - float(((free.warped().data - fixed) ** 2).mean())
     gain_guarded = before - float(((guarded.warped().data - fixed) ** 2).mean())
     assert gain_guarded > 0.7 * gain_free > 0
+
+
+def test_the_cell_test_in_1d_and_its_margin():
+    x = torch.arange(5.0).view(1, 1, 5)
+    assert int(folded_cell_mask(x).sum()) == 0 and int(folded_cell_mask(x, sign=-1.0).sum()) == 4
+    assert int(folded_cell_mask(-x, sign=-1.0).sum()) == 0
+    squashed = torch.tensor([[[0.0, 1.0, 1.0005, 2.0]]])  # the middle cell keeps 5e-4 of its length
+    assert int(folded_cell_mask(squashed).sum()) == 0
+    assert folded_cell_mask(squashed, margin=1e-3).tolist() == [[False, True, False]]
+
+
+def _disk_on(grid, radius: float, n: int):
+    """A disk of ``radius`` about (n/2, n/2) in world units, on ``grid``."""
+    a = torch.tensor(grid.affine_matrix, dtype=torch.float64)
+    idx = torch.stack(torch.meshgrid(*[torch.arange(m, dtype=torch.float64) for m in grid.shape], indexing="ij"))
+    w = torch.einsum("kl,l...->k...", a[:2, :2], idx) + a[:2, 3].view(2, 1, 1)
+    r = ((w[0] - n / 2) ** 2 + (w[1] - n / 2) ** 2).sqrt()
+    return Image((r < radius).float().unsqueeze(0), grid)
+
+
+def test_a_finer_scale_that_starts_folded_starts_from_a_shorter_momentum():
+    """The coarser scale ends unfolded on its grid, but its momentum shot on the finer map folds
+    cells there (a review's case: the moving disk on a rotated grid); the finer scale then starts
+    from that momentum halved, and the result has no folded cell in the moving image's voxels."""
+    n = 40
+    a = np.eye(4)
+    a[:2, :2] = [[0.621996, -0.723295], [0.723295, 0.621996]]
+    a[:2, 3] = [21.97534, -6.233173]
+    fixed = _disk_on(Grid.from_shape((n, n)), 0.12 * n, n)
+    moving = _disk_on(Grid((n, n), tuple(map(tuple, a))), 0.36 * n, n)
+    counts = {}
+    for reject in (False, True):
+        res = register(fixed, moving, config=_cfg(reject), threads=1)
+        counts[reject] = int(folded_cells(res.moving_voxels().double(), res.fixed.grid, res.moving.grid).sum())
+        if reject:
+            assert res.scales[0]["start_momentum_scaled"] == 1.0 and res.scales[-1]["start_momentum_scaled"] < 1.0
+            assert [s["folded_cells"] for s in res.scales] == [0, 0]
+    assert counts[False] > 0 and counts[True] == 0, counts
