@@ -101,7 +101,7 @@ def brain(model: str = "rdmm") -> RegistrationConfig:
     preconditioned by the metric (floor 1e-3) and at most 30/30/5 iterations (the finest scale
     costs most; preconditioned, the coarser scales get most of the way). On the two 2 mm template
     pairs LDDMM's NCC was above ANTs SyN's and the defaults' at 1.5-1.7x SyN's time (the defaults:
-    4.1-4.6x), RDMM at 3.7-4.2x; at 1 mm LDDMM at 4.5x with no folded cell, NCC above SyN's
+    4.1-4.6x), RDMM at 3.7-4.2x; at 1 mm LDDMM at 4.6x with no folded cell, NCC above SyN's
     (docs/benchmarks.md, "Folds rejected, a smaller affine")."""
     cfg = default(model)
     return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS,

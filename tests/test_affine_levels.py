@@ -39,7 +39,7 @@ def test_levels_above_max_voxels_run_smaller_and_still_recover_the_affine():
     fixed, moving = make_pair(Blobs(centre, 11.0, seed=3, planar=False), fixed_grid, moving_grid, a_true)
     cfg = FAST.replace(max_voxels=6000)  # 24,960 voxels: the finest level runs at 0.616
     plan = level_factors(cfg, fixed_grid.shape)
-    assert plan == (0.25, 0.0, 0.616)  # 0.5 and 0.25 both give 16^3 (min_size): one of them runs
+    assert plan == (0.25, 0.5, 0.616)  # 0.25 and 0.5 both give 16^3 (min_size), as without the limit
     res = affine_register(fixed, moving, cfg)
     assert res.scales == plan and res.to_dict()["scales"] == list(plan)
     assert {r.scale for r in res.records} <= set(plan) and res.records[-1].scale == 0.616

@@ -110,8 +110,8 @@ def level_factors(config: AffineConfig, shape: tuple[int, ...]) -> tuple[float, 
 
     A factor is lowered, in steps of 0.001 (not below 0.001), until the level's grid (with the
     ``min_size`` floor of short axes) keeps within ``config.max_voxels``: twelve parameters need no
-    millions of samples. 0.0 marks a level skipped, because it has no iterations or because its
-    grid would repeat the previous level's.
+    millions of samples. 0.0 marks a level skipped, because it has no iterations or because the
+    limit made its grid the previous level's.
     """
     shape = tuple(int(n) for n in shape)
 
@@ -128,7 +128,7 @@ def level_factors(config: AffineConfig, shape: tuple[int, ...]) -> tuple[float, 
                 f = round(f - 0.001, 3)
             f = max(f, 0.001)
         grid = _coarse_shape(shape, f, config.min_size)
-        plan.append(0.0 if iters == 0 or grid == last else f)
+        plan.append(0.0 if iters == 0 or (f < factor and grid == last) else f)
         if iters:
             last = grid
     return tuple(plan)
