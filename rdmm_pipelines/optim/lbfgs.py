@@ -118,7 +118,8 @@ def minimize(
     Args:
         evaluate: ``evaluate(k)`` computes the objective at the current ``params``, fills their
             ``.grad`` (zeroed beforehand by this function) and returns the objective as a float;
-            ``k`` is the iteration being searched (0 for the evaluation at the start).
+            ``k`` is the iteration being searched (0 for the evaluation at the start, which may
+            also move ``params`` in place: the start is read after it).
         params: leaf tensors with ``requires_grad``.
         max_iter: most accepted steps.
         history: number of (s, y) pairs kept.
@@ -156,9 +157,9 @@ def minimize(
         evals += 1
         return f, _flat_grad(params)
 
+    f, g = at(0)  # the start may move the parameters (read them after it)
     with torch.no_grad():
         x = torch.cat([p.detach().reshape(-1) for p in params])
-    f, g = at(0)
     s_hist: list[Tensor] = []
     y_hist: list[Tensor] = []
     it, reason = 0, "max_iter"

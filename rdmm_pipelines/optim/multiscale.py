@@ -319,30 +319,13 @@ def optimize(
             gamma *= n_params / gamma_params
 
         limit = {"folds": math.inf, "seen": 0}  # reject_folds: the most folded cells a trial may have
-        start_scaled = 1.0
-        if cfg.optimizer.reject_folds and prev_folds is not None:
-            # the coarser scale's momentum, shot on this finer map, is another discrete flow and can
-            # fold cells the coarser grid did not have: shorten it until it folds no more
-            def start_folds() -> float:
-                with torch.no_grad():
-                    h0 = preweights()
-                    state0 = model.initial_state(m0, h0) if isinstance(model, RDMM) else model.initial_state(m0)
-                    try:
-                        phi = integrate(model, state0, **shoot_opts).phi
-                    except ShootingError:
-                        return math.inf
-                    return _count_folds(resize_field(phi, img_shape), img_h)
+        start = {"scaled": 1.0}  # reject_folds: the fraction of the carried momentum this scale starts from
 
-            for _ in range(START_HALVINGS):
-                if start_folds() <= prev_folds:
-                    break
-                with torch.no_grad():
-                    m0.mul_(0.5)
-                start_scaled *= 0.5
-            if start_scaled < 1.0:
-                msg = (f"scale {s}: the momentum carried from the coarser scale folded cells of this scale's grid; "
-                       f"it starts at {start_scaled:g} of it")
-                log.info(msg)
+        def start_folds_more() -> bool:
+            """The coarser scale's momentum, shot on this finer map, is another discrete flow and can
+            fold cells the coarser grid did not have (measured on the start's evaluation)."""
+            return (cfg.optimizer.reject_folds and prev_folds is not None and limit["seen"] > prev_folds
+                    and start["scaled"] > 0.5 ** START_HALVINGS)
 
         def evaluate(k: int, _s=s, _iters=iters) -> Tensor:
             # k = 0 for the first evaluation, j during iteration j's line search; the
@@ -360,6 +343,11 @@ def optimize(
                     kept["bytes"] = sum(shooting.values()) + rest
                 else:
                     e = objective(tracker.first_T + max(k - 1, 0))
+                if k == 0 and start_folds_more():  # start from the carried momentum halved (L-BFGS
+                    with torch.no_grad():             # reads the start after this evaluation)
+                        m0.mul_(0.5)
+                    start["scaled"] *= 0.5
+                    return evaluate(0)
                 e["total"].backward()
                 finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
                 if not finite:
@@ -400,7 +388,10 @@ def optimize(
                           "checkpointed": checkpointed, "backward_memory_mib": _mib(kept.get("bytes")),
                           "predicted_backward_memory_mib": predicted_mib,
                           "rejected_folding_trials": tracker.rejected_folds, "folded_cells": tracker.best_folds
-                          if cfg.optimizer.reject_folds else None, "start_momentum_scaled": start_scaled})
+                          if cfg.optimizer.reject_folds else None, "start_momentum_scaled": start["scaled"]})
+        if start["scaled"] < 1.0:
+            log.info("scale %s: the momentum carried from the coarser scale folded cells of this scale's grid; "
+                     "it started at %g of it", s, start["scaled"])
         gamma, gamma_params = run.gamma, n_params
         evaluations += run.evaluations
         tracker.finish()
