@@ -8,11 +8,11 @@ Units: sigmas are in *domain units* (the target image's longest side has length 
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
+
+from .config_base import ConfigError, _choice, _Config, _positive
 
 __all__ = [
     "NETWORK_METHODS",
@@ -36,70 +36,6 @@ REFINED_METHODS = {f"{name}+io": name for name in NETWORK_METHODS}
 _SIMILARITIES = ("ncc", "lncc", "mk-lncc", "ssd", "mi")
 _AFFINE_INITS = ("center_of_mass", "geometric_center", "identity")
 _DOFS = ("rigid", "similarity", "affine")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid."""
-
-
-class _Config:
-    """Mixin: strict construction from plain dictionaries and conversion back."""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], _path: str = "") -> Any:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            where = f"{_path}." if _path else ""
-            raise ConfigError(
-                f"unknown configuration key(s) {', '.join(where + k for k in unknown)}; "
-                f"valid keys{' of ' + _path if _path else ''}: {', '.join(sorted(fields))}"
-            )
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for name, value in data.items():
-            sub = _nested_type(hints[name])
-            path = f"{_path}.{name}" if _path else name
-            if sub is not None and isinstance(value, Mapping):
-                kwargs[name] = sub.from_dict(value, path)
-            elif isinstance(value, list):
-                kwargs[name] = _tuplify(value)
-            else:
-                kwargs[name] = value
-        try:
-            return cls(**kwargs)
-        except ConfigError as err:
-            raise ConfigError(f"{_path + ': ' if _path else ''}{err}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[arg-type]
-
-    def replace(self, **changes: Any) -> Any:
-        """A copy with some fields changed (validated like a new instance)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-
-def _nested_type(hint: Any) -> type | None:
-    for t in (hint, *typing.get_args(hint)):
-        if isinstance(t, type) and issubclass(t, _Config):
-            return t
-    return None
-
-
-def _tuplify(value: Any) -> Any:
-    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _choice(name: str, value: Any, options: tuple) -> None:
-    if value not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}; got {value!r}")
-
-
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -285,13 +221,18 @@ class SimilarityConfig(_Config):
             raise ConfigError(f"similarity.bins must be an integer >= 4; got {self.bins!r}")
 
 
+#: the optimiser's "auto" values: iterations per scale, the finest scale's in 3D, the 3D preconditioner floor
+AUTO_ITERATIONS, AUTO_FINEST_3D, AUTO_FLOOR_3D = 30, 5, 1e-3
+
+
 @dataclass(frozen=True)
 class OptimizerConfig(_Config):
     """Multi-scale L-BFGS.
 
     Attributes:
         scales: image scale factors, coarse to fine, ending at 1.0.
-        iterations: the most L-BFGS iterations per scale.
+        iterations: the most L-BFGS iterations per scale; "auto" (the default) is 30 at every
+            scale, except 5 at the finest of a 3D image (:meth:`resolved`).
         window, tolerance, gradient_tolerance: a scale stops early once converged: after
             ``window`` iterations, when the objective fell by less than ``tolerance`` |E| over the
             last ``window`` iterations, or when the largest gradient component is below
@@ -304,7 +245,8 @@ class OptimizerConfig(_Config):
         preconditioner_floor: eps of L-BFGS's metric preconditioner: the initial inverse Hessian
             is gamma (1 + eps) (K + eps)^-1 on the momentum (K the kernel's mixture, periodic;
             :mod:`rdmm_pipelines.optim.precondition`), so the steps approach the metric's own
-            gradient; 0 is plain L-BFGS (H0 = gamma I, the paper's optimiser).
+            gradient; 0 is plain L-BFGS (H0 = gamma I, the paper's optimiser); "auto" (the
+            default) is 0 for 2D images and 1e-3 for 3D ones (docs/benchmarks.md, "3D defaults").
         reject_folds: a trial point of the line search whose map (on the image grid of the scale,
             the grid the result is written on at the finest) has more folded cells than the best
             point of the scale so far is rejected like a failed shot (the search steps back).
@@ -314,7 +256,7 @@ class OptimizerConfig(_Config):
     """
 
     scales: tuple[float, ...] = (0.25, 0.5, 1.0)
-    iterations: tuple[int, ...] = (30, 30, 30)
+    iterations: tuple[int, ...] | str = "auto"
     map_low_res_factor: float | None = 0.5
     history: int = 5
     max_evals: int = 5
@@ -322,27 +264,39 @@ class OptimizerConfig(_Config):
     window: int = 5
     tolerance: float = 1e-3
     gradient_tolerance: float = 1e-3
-    preconditioner_floor: float = 0.0
+    preconditioner_floor: float | str = "auto"
     reject_folds: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.reject_folds, bool):
             raise ConfigError(f"optimizer.reject_folds must be true or false; got {self.reject_folds!r}")
-        if isinstance(self.preconditioner_floor, bool):
-            raise ConfigError(f"optimizer.preconditioner_floor must be a number; got {self.preconditioner_floor!r}")
-        _positive("optimizer.preconditioner_floor", self.preconditioner_floor, allow_zero=True)
+        if isinstance(self.preconditioner_floor, bool) or isinstance(self.preconditioner_floor, str) and self.preconditioner_floor != "auto":
+            raise ConfigError(f"optimizer.preconditioner_floor must be a number or \"auto\"; got {self.preconditioner_floor!r}")
+        if self.preconditioner_floor != "auto":
+            _positive("optimizer.preconditioner_floor", self.preconditioner_floor, allow_zero=True)
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 0:
             raise ConfigError(f"optimizer.window must be a non-negative integer (0: no early stop); got {self.window!r}")
         _positive("optimizer.tolerance", self.tolerance, allow_zero=True)
         _positive("optimizer.gradient_tolerance", self.gradient_tolerance, allow_zero=True)
         if not self.scales or list(self.scales) != sorted(self.scales) or self.scales[-1] != 1.0 or min(self.scales) <= 0:
             raise ConfigError(f"optimizer.scales must increase and end at 1.0; got {self.scales!r}")
-        if len(self.iterations) != len(self.scales) or any(not isinstance(i, int) or i < 0 for i in self.iterations):
-            raise ConfigError(f"optimizer.iterations needs one non-negative integer per scale; got {self.iterations!r}")
+        if self.iterations != "auto" and (isinstance(self.iterations, str) or len(self.iterations) != len(self.scales)
+                                          or any(not isinstance(i, int) or i < 0 for i in self.iterations)):
+            raise ConfigError(f"optimizer.iterations needs one non-negative integer per scale, or \"auto\"; got {self.iterations!r}")
         if self.map_low_res_factor is not None and not 0 < self.map_low_res_factor <= 1:
             raise ConfigError(f"optimizer.map_low_res_factor must be in (0, 1] or null; got {self.map_low_res_factor!r}")
         if self.history < 1 or self.max_evals < 1 or self.min_map_size < 4:
             raise ConfigError("optimizer.history and max_evals must be >= 1 and min_map_size >= 4")
+
+    def resolved(self, ndim: int) -> "OptimizerConfig":
+        """This configuration with its "auto" values set for ``ndim``-dimensional images: at most
+        30 iterations per scale, and on 3D images L-BFGS preconditioned (floor 1e-3) with 5 at
+        the finest scale (measured on 3D brains: docs/benchmarks.md, "3D defaults")."""
+        three_d = ndim >= 3 and len(self.scales) > 1
+        iters = (AUTO_ITERATIONS,) * (len(self.scales) - 1) + ((AUTO_FINEST_3D if three_d else AUTO_ITERATIONS),)
+        return self.replace(iterations=iters if self.iterations == "auto" else self.iterations,
+                            preconditioner_floor=(AUTO_FLOOR_3D if ndim >= 3 else 0.0) if self.preconditioner_floor == "auto"
+                            else self.preconditioner_floor)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ PAPER_INTEGRATOR = IntegratorConfig(steps=10)
 def default(model: str = "rdmm") -> RegistrationConfig:
     """General-purpose defaults, chosen on real anatomy (docs/benchmarks.md): sigma 1-16 % of the
     longest side (at least 2 map voxels), 5 RK4 steps at least, at most 30 iterations per scale
-    with the convergence test; optimised pre-weights for RDMM."""
+    with the convergence test (3D: L-BFGS preconditioned by the metric and 30/30/5, the brain
+    preset's settings); optimised pre-weights for RDMM."""
     return RegistrationConfig(model=model)
 
 
@@ -99,10 +100,10 @@ def knee_optimized(model: str = "rdmm") -> RegistrationConfig:
 def brain(model: str = "rdmm") -> RegistrationConfig:
     """3D brain MRI, T1 to T1 or to a template, at 1 or 2 mm: the defaults' kernel, L-BFGS
     preconditioned by the metric (floor 1e-3) and at most 30/30/5 iterations (the finest scale
-    costs most; preconditioned, the coarser scales get most of the way). On the two 2 mm template
-    pairs LDDMM's NCC was above ANTs SyN's and the defaults' at 1.5-1.7x SyN's time (the defaults:
-    4.1-4.6x), RDMM at 3.7-4.2x; at 1 mm LDDMM at 4.6x with no folded cell, NCC above SyN's
-    (docs/benchmarks.md, "Folds rejected, a smaller affine")."""
+    costs most; preconditioned, the coarser scales get most of the way). These are the defaults
+    for 3D images since 2026-12-07; the preset states them explicitly. On the two 2 mm template
+    pairs LDDMM's NCC was above ANTs SyN's at 1.7-1.8x SyN's time, RDMM's at about 4x; at 1 mm
+    LDDMM at 4.4-4.6x with no folded cell, NCC above SyN's (docs/benchmarks.md, "3D defaults")."""
     cfg = default(model)
     return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS,
                                                        preconditioner_floor=BRAIN_PRECONDITIONER_FLOOR))
@@ -118,9 +119,10 @@ def multimodal(model: str = "rdmm") -> RegistrationConfig:
 
 
 def quick(model: str = "rdmm") -> RegistrationConfig:
-    """Few iterations, for demos and smoke tests (not for results)."""
+    """Few iterations, for demos and smoke tests (not for results): at most 15/15/5 (the finest
+    scale at the 3D defaults' 5, so that a quick 3D run is quicker than the defaults)."""
     cfg = default(model)
-    return cfg.replace(optimizer=OptimizerConfig(iterations=(15, 15, 10)))
+    return cfg.replace(optimizer=OptimizerConfig(iterations=(15, 15, 5)))
 
 
 #: preset name -> function(model) -> RegistrationConfig
@@ -172,11 +174,16 @@ def markdown_table(model: str = "rdmm") -> str:
             weights = (f"optimised from {_numbers(k.weights)}; C_Range {reg.c_range:g}, C_OMT {reg.c_omt:g}, "
                        f"K {reg.decay_k:g}")
         weights += f"; G {reg.smoothing_sigma:g}"
-        iters = "/".join(str(i) for i in cfg.optimizer.iterations)
+        o2, o3 = cfg.optimizer.resolved(2), cfg.optimizer.resolved(3)
+        iters = "/".join(str(i) for i in o2.iterations)
+        if o3.iterations != o2.iterations:
+            iters += " (3D: " + "/".join(str(i) for i in o3.iterations) + ")"
         if cfg.optimizer.window:
             iters += " (stops at convergence)"
-        if cfg.optimizer.preconditioner_floor > 0:
-            iters += f"; preconditioned (floor {cfg.optimizer.preconditioner_floor:g})"
+        if o2.preconditioner_floor > 0:
+            iters += f"; preconditioned (floor {o2.preconditioner_floor:g})"
+        elif o3.preconditioner_floor > 0:
+            iters += f"; 3D: preconditioned (floor {o3.preconditioner_floor:g})"
         sim = cfg.similarity.name + (f" ({cfg.similarity.bins} bins)" if cfg.similarity.name == "mi" else "")
         sim += f"; affine {cfg.affine.similarity}"
         rows.append(f"| `{name}` | {sig} | {weights} | {sim} | {iters} | {cfg.integrator.steps} | {describe(name)} |")

@@ -33,11 +33,14 @@ a 160x384 knee slice and a 80x96x112 brain (2 mm), and the totals of a 256x256 h
 160x192x224 brain (1 mm, 2 threads), are fitted within 20 % by ``a_d + b_d W^1.5`` with
 ``W = d x map voxels x steps / 5 x RK stages / 4 + 0.38 x image voxels`` (an exponent above 1,
 plausibly because finer maps take more time steps at the Courant limit and large fields leave
-the caches; the two were not separated); vSVF costs 0.4 and RDMM 0.8 per Gaussian (4 at the
-default 5) times LDDMM; n threads take 0.4 + 0.6 / n of one thread's time (measured: 0.70 for 2
-on the 1 mm brain). The whole-run totals measured there: LDDMM 7.8 s on a knee slice, 51.7 s on
-the 2 mm brain, 711 s on the 1 mm brain (2 threads); RDMM 30 s and 207 s; vSVF 2.1 s and 26 s
-(``tests/test_progress.py`` checks the estimate within a factor of 2 of each). Other machines,
+the caches; the two were not separated); vSVF costs 0.4 and RDMM 0.8 per Gaussian in 2D, 0.5 in
+3D (4 and 2.5 at the default 5) times LDDMM; n threads take 0.4 + 0.6 / n of one thread's time
+(measured: 0.70 for 2 on the 1 mm brain). The 3D overhead a_3 was refitted on 2026-12-07 to the
+2 mm brain's per-scale times at the 3D defaults (0.10, 0.12 and 1.2-1.5 s per LDDMM iteration).
+The whole-run totals measured: LDDMM 7.8 s on a knee slice, RDMM 30 s, vSVF 2.1 s; at the 3D
+defaults LDDMM 16.5 s on the 2 mm brain and 231 s on the 1 mm brain (2 threads), RDMM 39.6 s,
+vSVF 7.7 s and 106 s (``tests/test_progress.py`` checks the estimate within a factor of 2 of
+each). Other machines,
 pairs that need many more time steps, and a busy machine differ: the estimate is a rough guide,
 not a promise. On a GPU ``register`` announces nothing (the calibration is a CPU's); the
 remaining time there is measured all the same.
@@ -70,14 +73,14 @@ LONG_RUN_SECONDS = 120.0
 
 # ---------------------------------------------------------------- the calibration (see the module docstring)
 #: seconds per deformable iteration: overhead a_d (per-operation dispatch on small grids) and b_d W^power
-_DEFORMABLE_OVERHEAD = {2: 0.033, 3: 0.156}
+_DEFORMABLE_OVERHEAD = {2: 0.033, 3: 0.08}
 _DEFORMABLE_SCALE = {2: 5.8e-9, 3: 2.3e-9}
 _DEFORMABLE_POWER = 1.5
 #: weight of an image voxel (similarity, warping) against a map voxel x component (shooting)
 _IMAGE_WEIGHT = 0.38
-#: cost of a model's iteration relative to LDDMM's (RDMM: per Gaussian of its kernel)
+#: cost of a model's iteration relative to LDDMM's (RDMM: per Gaussian of its kernel, 2D and 3D)
 _VSVF_FACTOR = 0.4
-_RDMM_FACTOR_PER_GAUSSIAN = 0.8
+_RDMM_FACTOR_PER_GAUSSIAN = {2: 0.8, 3: 0.5}
 #: right-hand-side evaluations per time step (adaptive solvers: counted as RK4 with their minimum steps)
 _RK_STAGES = {"euler": 1, "midpoint": 2, "rk4": 4}
 #: seconds per affine iteration: overhead and per voxel of the level's fixed grid
@@ -132,11 +135,11 @@ class Stage:
         return self.iterations * self.cost
 
 
-def _model_factor(cfg: RegistrationConfig) -> float:
+def _model_factor(cfg: RegistrationConfig, ndim: int) -> float:
     if cfg.model == "vsvf":
         return _VSVF_FACTOR
     if cfg.model == "rdmm":
-        return _RDMM_FACTOR_PER_GAUSSIAN * len(cfg.kernel.sigmas)
+        return _RDMM_FACTOR_PER_GAUSSIAN[3 if ndim >= 3 else 2] * len(cfg.kernel.sigmas)
     return 1.0
 
 
@@ -145,7 +148,7 @@ def _deformable_cost(image_voxels: int, map_voxels: int, ndim: int, cfg: Registr
     per_step = _RK_STAGES.get(ic.method, 4) / 4.0
     w = ndim * map_voxels * (ic.steps / 5.0) * per_step + _IMAGE_WEIGHT * image_voxels
     d = 3 if ndim >= 3 else 2
-    return _model_factor(cfg) * (_DEFORMABLE_OVERHEAD[d] + _DEFORMABLE_SCALE[d] * w**_DEFORMABLE_POWER)
+    return _model_factor(cfg, ndim) * (_DEFORMABLE_OVERHEAD[d] + _DEFORMABLE_SCALE[d] * w**_DEFORMABLE_POWER)
 
 
 def _affine_cost(voxels: int, ndim: int) -> float:
@@ -173,6 +176,7 @@ def plan_stages(shape: Sequence[int], cfg: RegistrationConfig, affine: bool | No
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise ValueError(f"shape must have 2 or 3 positive axes; got {shape}")
     d = len(shape)
+    cfg = cfg.replace(optimizer=cfg.optimizer.resolved(d))
     stages: list[Stage] = []
     if cfg.affine.enabled if affine is None else affine:
         for factor, iters in zip(level_factors(cfg.affine, shape), cfg.affine.iterations):

@@ -219,6 +219,7 @@ def register(
     fixed_img, moving_img = as_image(fixed, "fixed image"), as_image(moving, "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise ValueError(f"fixed image is {fixed_img.ndim}D but moving image is {moving_img.ndim}D")
+    cfg = cfg.replace(optimizer=cfg.optimizer.resolved(fixed_img.ndim))  # "auto" iterations and preconditioner
     if fixed_img.channels != moving_img.channels:
         raise ValueError(f"fixed image has {fixed_img.channels} channels but moving image has {moving_img.channels}")
     for name, img in (("fixed", fixed_img), ("moving", moving_img)):

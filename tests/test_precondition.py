@@ -92,7 +92,11 @@ def test_the_floor_is_validated():
         OptimizerConfig(preconditioner_floor=float("nan"))
     with pytest.raises(ConfigError, match="optimizer.preconditioner_floor"):
         OptimizerConfig(preconditioner_floor=True)
-    assert OptimizerConfig().preconditioner_floor == 0.0  # plain L-BFGS unless asked (2D folds: docs/benchmarks.md)
+    with pytest.raises(ConfigError, match="optimizer.preconditioner_floor"):
+        OptimizerConfig(preconditioner_floor="on")
+    # plain L-BFGS on 2D images unless asked (2D folds: docs/benchmarks.md); preconditioned in 3D
+    assert OptimizerConfig().resolved(2).preconditioner_floor == 0.0
+    assert OptimizerConfig().resolved(3).preconditioner_floor == 1e-3
 
 
 def _texture_pair(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:

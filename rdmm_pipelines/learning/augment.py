@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, _Config, _positive
+from ..config_base import ConfigError, _Config, _positive
 from ..core.interpolation import identity_map, sample
 
 __all__ = ["AugmentRanges", "affine_augment", "augment_pairs", "intensity_augment", "random_affine"]

@@ -11,16 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..config import (
-    ConfigError,
-    IntegratorConfig,
-    KernelConfig,
-    RegionalConfig,
-    SimilarityConfig,
-    _choice,
-    _Config,
-    _positive,
-)
+from ..config import IntegratorConfig, KernelConfig, RegionalConfig, SimilarityConfig
+from ..config_base import ConfigError, _choice, _Config, _positive
 
 __all__ = ["COSINE_FLOOR", "NETWORK_MODELS", "SCHEDULES", "NetworkConfig", "TrainingConfig", "network_config"]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import AffineConfig, ConfigError, OptimizerConfig, RegistrationConfig, _Config
+from ..config import AffineConfig, ConfigError, OptimizerConfig, RegistrationConfig
+from ..config_base import _Config
 from .network import RegistrationNetwork
 
 __all__ = ["RefineConfig", "refine_config", "refine_value_problem"]
@@ -65,7 +66,7 @@ def refine_config(net: RegistrationNetwork, refine: RefineConfig) -> tuple[Regis
     if net.cfg.refine_steps != 1:
         raise ValueError(f"this network composes {net.cfg.refine_steps} predicted shots (refine_steps); instance "
                          "optimisation starts from a single momentum: use a network with refine_steps 1")
-    default = OptimizerConfig()
+    default = OptimizerConfig().resolved(net.cfg.ndim)
     k = refine.scales
     optimizer = default.replace(scales=default.scales[-k:], iterations=(refine.iterations,) * k,
                                 map_low_res_factor=net.cfg.map_low_res_factor)
