@@ -10,6 +10,10 @@ The library is pure PyTorch + nibabel; pydra tasks and workflows live in
 
 __version__ = "0.1.0"
 
+from .huge_pages import request_huge_pages  # noqa: E402
+
+request_huge_pages()  # before torch's first CPU allocation: large tensors on huge pages
+
 from .config import (  # noqa: E402
     IntegratorConfig,
     KernelConfig,
