@@ -246,7 +246,7 @@ class OptimizerConfig(_Config):
             is gamma (1 + eps) (K + eps)^-1 on the momentum (K the kernel's mixture, periodic;
             :mod:`rdmm_pipelines.optim.precondition`), so the steps approach the metric's own
             gradient; 0 is plain L-BFGS (H0 = gamma I, the paper's optimiser); "auto" (the
-            default) is 0 for 2D images and 1e-3 for 3D ones (docs/benchmarks.md, "3D defaults").
+            default) is 0 for 2D images and 1e-3 for 3D ones (docs/benchmarks.md, "The 3D defaults, and huge pages").
         reject_folds: a trial point of the line search whose map (on the image grid of the scale,
             the grid the result is written on at the finest) has more folded cells than the best
             point of the scale so far is rejected like a failed shot (the search steps back).
@@ -291,7 +291,7 @@ class OptimizerConfig(_Config):
     def resolved(self, ndim: int) -> "OptimizerConfig":
         """This configuration with its "auto" values set for ``ndim``-dimensional images: at most
         30 iterations per scale, and on 3D images L-BFGS preconditioned (floor 1e-3) with 5 at
-        the finest scale (measured on 3D brains: docs/benchmarks.md, "3D defaults")."""
+        the finest scale (measured on 3D brains: docs/benchmarks.md, "The 3D defaults, and huge pages")."""
         three_d = ndim >= 3 and len(self.scales) > 1
         iters = (AUTO_ITERATIONS,) * (len(self.scales) - 1) + ((AUTO_FINEST_3D if three_d else AUTO_ITERATIONS),)
         return self.replace(iterations=iters if self.iterations == "auto" else self.iterations,

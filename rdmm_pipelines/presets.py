@@ -102,8 +102,9 @@ def brain(model: str = "rdmm") -> RegistrationConfig:
     preconditioned by the metric (floor 1e-3) and at most 30/30/5 iterations (the finest scale
     costs most; preconditioned, the coarser scales get most of the way). These are the defaults
     for 3D images since 2026-12-07; the preset states them explicitly. On the two 2 mm template
-    pairs LDDMM's NCC was above ANTs SyN's at 1.7-1.8x SyN's time, RDMM's at about 4x; at 1 mm
-    LDDMM at 4.4-4.6x with no folded cell, NCC above SyN's (docs/benchmarks.md, "3D defaults")."""
+    pairs LDDMM's NCC was above ANTs SyN's at 1.65-1.8x SyN's time, RDMM's at 3.7-4.2x; at 1 mm
+    LDDMM at 3.8-4.6x with no folded cell, NCC above SyN's (docs/benchmarks.md, "The 3D
+    defaults, and huge pages")."""
     cfg = default(model)
     return cfg.replace(optimizer=cfg.optimizer.replace(iterations=BRAIN_ITERATIONS,
                                                        preconditioner_floor=BRAIN_PRECONDITIONER_FLOOR))
