@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,11 +60,12 @@ def run_ours(files: dict, cfg) -> dict:
     for rec in result.history:
         per_scale[rec.scale] = per_scale.get(rec.scale, 0) + 1
     cells = int(result.fold_statistics().get("folded_cells", 0))
-    work = Path(files["fixed"]).parent / "sweep"
-    work.mkdir(exist_ok=True)
-    field = result.save(work, overwrite=True)["displacement"]
+    # a folder of this process's own: two sweeps on one case at once must not clear each other's saves
+    with tempfile.TemporaryDirectory(prefix="sweep-", dir=Path(files["fixed"]).parent) as work:
+        field = result.save(work, overwrite=True)["displacement"]
+        after = similarity_after(files, str(field))
     return {"dice": dice, "seconds": seconds, "iterations": list(per_scale.values()),
-            "evaluations": result.evaluations, "folded_cells": cells, **similarity_after(files, str(field))}
+            "evaluations": result.evaluations, "folded_cells": cells, **after}
 
 
 def run_syn(files: dict, work: Path) -> dict:
